@@ -299,10 +299,19 @@ pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let lowered = word.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (strsim::levenshtein(&lowered, &c.to_ascii_lowercase()), *c))
-        .filter(|(distance, c)| *distance <= (c.len() / 3).max(2))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, c)| c)
+        .map(|c| {
+            let candidate = c.to_ascii_lowercase();
+            let shared_prefix = lowered
+                .chars()
+                .zip(candidate.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            (strsim::levenshtein(&lowered, &candidate), shared_prefix, *c)
+        })
+        .filter(|(distance, _, c)| *distance <= (c.len() / 3).max(2))
+        // Ties go to the candidate sharing the longest prefix: typos are rarer up front.
+        .min_by_key(|(distance, shared_prefix, _)| (*distance, std::cmp::Reverse(*shared_prefix)))
+        .map(|(_, _, c)| c)
 }
 
 /// The JSON Schema of the manifest, for editors.

@@ -51,7 +51,7 @@ fn validation_errors_name_field_and_position() {
         ),
         (
             "instances:\n  - name: a\n    chain: litecoin\n  - name: a\n    chain: litecoin\n",
-            &["instances[1].name: duplicate instance name `a` (also at instances[0]) (line 7, column 11)"],
+            &["instances[1].name: duplicate instance name `a` (also at instances[0]) (line 6, column 11)"],
         ),
         (
             "instances:\n  - name: a\n    chain: litecoin\n    ports: {rpc: 20000}\n    replicas: 2\n  - name: b\n    chain: litecoin\n    ports: {p2p: 20001}\n",
@@ -104,7 +104,7 @@ fn validation_errors_name_field_and_position() {
             "instances:\n  - name: a\n    chain: litecoin\n    stopTimeout: 0s\n",
             &["instances[0].stopTimeout: must be between 1s and 1h"],
         ),
-        ("instances:\n  - [1, 2]\n", &["instances[0]: invalid type: sequence"]),
+        ("instances:\n  - [1, 2]\n", &["instances[0][0]: invalid type: integer `1`"]),
         ("instances: [\n", &["not valid YAML"]),
         ("a: *nope\n", &["not valid YAML"]),
     ];
