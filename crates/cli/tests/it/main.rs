@@ -1,0 +1,4 @@
+//! End-to-end tests of the `chainfleet` binary with real nodes.
+
+mod cli;
+mod lifecycle;

@@ -1,0 +1,4 @@
+//! Control-plane tests with real litecoind and anvil processes.
+
+mod fleet;
+mod reconcile;

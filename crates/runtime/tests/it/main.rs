@@ -1,0 +1,3 @@
+//! Process supervisor tests with real child processes.
+
+mod process;
