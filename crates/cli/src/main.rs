@@ -132,6 +132,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -200,13 +201,15 @@ async fn run(cli: Cli) -> Result<()> {
             let client = ApiClient::new(&api.api)?;
             let (text, mut offset) = client.log_tail(&node, tail).await?;
             print!("{text}");
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let (text, next) = client.log_from(&node, offset).await?;
                 print!("{text}");
                 offset = next;
             }
-            Ok(())
         }
         Command::Events { follow, json, api } => {
             let client = ApiClient::new(&api.api)?;

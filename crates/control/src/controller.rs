@@ -409,7 +409,7 @@ impl Controller {
                 self.record_event(None, "reconcile-error", &err.to_string());
             }
             rounds += 1;
-            if rounds % 10 == 0 {
+            if rounds.is_multiple_of(10) {
                 self.rotate_logs();
             }
             tokio::select! {
