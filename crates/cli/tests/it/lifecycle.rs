@@ -156,3 +156,115 @@ instances:
         assert!(status.is_empty() || status.contains(") Z"), "node pid {pid} still runs after down");
     }
 }
+
+#[test]
+fn kill_9_in_the_middle_of_reconciles_converges_without_duplicates() {
+    let dir = chainfleet_testkit::temp_dir();
+    let manifest = dir.path().join("fleet.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: chainfleet.dev/v1alpha1
+kind: Fleet
+settings: {probeInterval: 500ms}
+instances:
+  - name: ltc
+    chain: litecoin
+    replicas: 3
+",
+    )
+    .expect("write manifest");
+    let state = dir.path().join("state");
+    // Kill the control plane at different points of its first reconciles.
+    for delay_ms in [150u64, 400, 900] {
+        let mut plane = ControlPlane::start(&manifest, &state);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        plane.child.kill().expect("kill -9");
+        plane.child.wait().expect("reap");
+    }
+    let plane = ControlPlane::start(&manifest, &state);
+    plane.wait_nodes("three healthy nodes", |n| {
+        n.len() == 3 && n.iter().all(|x| x["state"] == "healthy")
+    });
+    let state_str = state.to_string_lossy().to_string();
+    for node in ["ltc-0", "ltc-1", "ltc-2"] {
+        assert_eq!(
+            processes_mentioning(&format!("{state_str}/nodes/{node}/")),
+            1,
+            "{node} must run exactly once"
+        );
+    }
+    let down = plane.cli(&["down"]);
+    assert!(down.status.success(), "{down:?}");
+}
+
+/// Send raw bytes to the API and return the status code and body.
+fn raw_http(api: &str, request: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = api.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to API");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[test]
+fn the_api_rejects_hostile_requests_and_keeps_serving() {
+    let dir = chainfleet_testkit::temp_dir();
+    let manifest = dir.path().join("fleet.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: chainfleet.dev/v1alpha1\nkind: Fleet\ninstances:\n  - name: ltc\n    chain: litecoin\n",
+    )
+    .expect("write manifest");
+    let plane = ControlPlane::start(&manifest, &dir.path().join("state"));
+    let nodes = plane.wait_nodes("one node", |n| n.len() == 1 && n[0]["pid"].is_u64());
+    let pid = nodes[0]["pid"].as_u64();
+
+    let (status, body) = raw_http(&plane.api, &post("/v1/apply", b"instances: [\n"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not valid YAML"), "{body}");
+    let (status, body) = raw_http(
+        &plane.api,
+        &post("/v1/apply", b"apiVersion: chainfleet.dev/v1alpha1\nkind: Fleet\ninstances:\n  - name: ltc\n    chain: litecoin\n    replicas: 0\n"),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("instances[0].replicas: must be at least 1 (line 6, column 15)"), "{body}");
+    let (status, body) = raw_http(&plane.api, &post("/v1/apply", &[0xff, 0xfe, b'a']));
+    assert_eq!(status, 400);
+    assert!(body.contains("not valid UTF-8"), "{body}");
+    let huge = vec![b'a'; 3 * 1024 * 1024];
+    let (status, _) = raw_http(&plane.api, &post("/v1/apply", &huge));
+    assert_eq!(status, 413);
+    let (status, _) = raw_http(&plane.api, b"GET /v1/nodes/%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(status == 404 || status == 400, "status {status}");
+    let (status, _) = raw_http(&plane.api, b"GARBAGE\r\n\r\n");
+    assert!(status == 400 || status == 0, "status {status}");
+    let (status, _) = raw_http(&plane.api, b"GET /v1/events?after=notanumber HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 400);
+
+    // Nothing changed: same node, same pid, API still answers.
+    let after = plane.nodes().expect("API still serves");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["pid"].as_u64(), pid);
+    let down = plane.cli(&["down"]);
+    assert!(down.status.success(), "{down:?}");
+}

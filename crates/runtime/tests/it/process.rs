@@ -22,6 +22,16 @@ fn shell_node(dir: &Path, name: &str, script: &str) -> NodeSpec {
     }
 }
 
+/// Wait until the node's log contains `text`.
+fn wait_for_log(spec: &NodeSpec, text: &str) {
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&spec.log_path)
+            .is_ok_and(|log| log.contains(text))),
+        "{} never logged {text:?}",
+        spec.name
+    );
+}
+
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -56,8 +66,9 @@ fn start_observe_terminate_and_reap() {
 fn kill_reports_the_signal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = ProcessRuntime::new();
-    let spec = shell_node(dir.path(), "n1", "trap '' TERM; while :; do sleep 0.05; done");
+    let spec = shell_node(dir.path(), "n1", "trap '' TERM; echo ready; while :; do sleep 0.05; done");
     let handle = runtime.start(&spec).expect("start");
+    wait_for_log(&spec, "ready");
     runtime.terminate("n1", &handle).expect("sigterm ignored");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(runtime.observe(&handle), Liveness::Running);
@@ -72,8 +83,9 @@ fn kill_reports_the_signal() {
 fn a_second_supervisor_adopts_by_record_and_by_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = ProcessRuntime::new();
-    let spec = shell_node(dir.path(), "n2", "while :; do sleep 0.05; done");
+    let spec = shell_node(dir.path(), "n2", "echo ready; while :; do sleep 0.05; done");
     let handle = first.start(&spec).expect("start");
+    wait_for_log(&spec, "ready");
 
     let second = ProcessRuntime::new();
     assert_eq!(second.adopt(&spec, Some(handle)), Some(handle), "adopt by record");
