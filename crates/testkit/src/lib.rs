@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::{json, Value};
 pub use tempfile::TempDir;
 
@@ -131,7 +133,8 @@ pub struct Daemon {
     pub pid: u32,
     log: PathBuf,
     child: Child,
-    _temp: TempDir,
+    // An Option so `terminate` can hand the directory back for a restart.
+    temp: Option<TempDir>,
 }
 
 impl Daemon {
@@ -153,6 +156,23 @@ impl Daemon {
                 Err(err) => panic!("cannot wait for {} (pid {}): {err}", self.name, self.pid),
             }
         }
+    }
+
+    /// Send SIGTERM, wait up to `timeout` (then SIGKILL), and keep the
+    /// directory so a test can restart a daemon on the same data.
+    pub async fn terminate(mut self, timeout: Duration) -> (Option<ExitStatus>, TempDir) {
+        let pid = i32::try_from(self.pid)
+            .unwrap_or_else(|_| panic!("pid {} of {} does not fit a pid_t", self.pid, self.name));
+        // ESRCH only means it already exited; wait_for_exit tells.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let status = self.wait_for_exit(timeout).await;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self
+            .temp
+            .take()
+            .unwrap_or_else(|| panic!("{} has no directory left", self.name));
+        (status, dir)
     }
 
     /// Whether the process is still running.
@@ -234,7 +254,7 @@ async fn try_start(spec: DaemonSpec) -> Result<Daemon, String> {
         pid: child.id(),
         log,
         child,
-        _temp: spec.dir,
+        temp: Some(spec.dir),
     };
     let body = json!({"jsonrpc": "2.0", "id": 0, "method": spec.ready.method, "params": []});
     let deadline = Instant::now() + START_TIMEOUT;

@@ -1,0 +1,651 @@
+//! Bitcoin family: Bitcoin Core and its forks (Litecoin, Zcash, Dash, Dogecoin).
+//!
+//! Tested against Debian's `litecoind` 0.21 in regtest. The other clients
+//! share the RPC; their config quirks are handled by [`Dialect`].
+
+use chainfleet_spec::{Chain, Network, Role};
+use serde_json::{json, Value};
+
+use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo};
+use crate::rpc::field;
+use crate::{ChainError, Endpoint, LaunchSpec, NodeLayout, ProbeStatus, ProducedBlock, RpcClient};
+
+/// JSON-RPC path of bitcoind-style nodes.
+const PATH: &str = "/";
+
+/// `RPC_INVALID_ADDRESS_OR_KEY`: the node rejected an address.
+const INVALID_ADDRESS: i64 = -5;
+
+/// Which config dialect a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// Bitcoin Core 0.17+ and forks of it: `[regtest]` sections and `-nodebuglogfile`.
+    Sections,
+    /// Forks older than 0.17 (zcashd, dogecoind 1.14): a flat file. They would
+    /// read `[regtest]` as a `regtest.` prefix and silently drop the settings.
+    Flat,
+}
+
+impl Dialect {
+    fn of(binary_name: &str) -> Self {
+        match binary_name {
+            "zcashd" | "dogecoind" => Dialect::Flat,
+            _ => Dialect::Sections,
+        }
+    }
+}
+
+/// The config file name a client would use itself; any name works with `-conf`.
+fn conf_name(binary_name: &str) -> &'static str {
+    match binary_name {
+        "litecoind" => "litecoin.conf",
+        "bitcoind" => "bitcoin.conf",
+        "zcashd" => "zcash.conf",
+        "dashd" => "dash.conf",
+        "dogecoind" => "dogecoin.conf",
+        _ => "node.conf",
+    }
+}
+
+/// The network selector line and the section name of a network.
+fn network_selector(network: Network) -> (&'static str, &'static str) {
+    match network {
+        Network::Mainnet => ("", "main"),
+        Network::Testnet => ("testnet=1\n", "test"),
+        Network::Regtest | Network::Devnet => ("regtest=1\n", "regtest"),
+    }
+}
+
+/// Render the conf file and command line of a node.
+pub(crate) fn launch(layout: &NodeLayout, default_binary: &str) -> LaunchSpec {
+    let program = layout
+        .client
+        .binary
+        .clone()
+        .unwrap_or_else(|| default_binary.to_string());
+    let name = crate::binary_name(&program);
+    let dialect = Dialect::of(name);
+    let conf_path = layout.data_dir.join(conf_name(name));
+
+    let mut base: Vec<(&str, String)> = vec![
+        ("server", "1".into()),
+        ("rpcuser", layout.rpc_user.clone()),
+        ("rpcpassword", layout.rpc_password.clone()),
+        ("rpcport", layout.rpc_port.to_string()),
+        ("rpcbind", "127.0.0.1".into()),
+        ("rpcallowip", "127.0.0.1".into()),
+        ("port", layout.p2p_port.to_string()),
+        ("bind", "127.0.0.1".into()),
+        ("listen", "1".into()),
+    ];
+    if layout.network.is_local() {
+        // Lets devnet wallets send without fee estimates; never guessed on real money.
+        base.push(("fallbackfee", "0.0002".into()));
+        base.push(("dnsseed", "0".into()));
+    }
+    if layout.role == Role::Archive {
+        base.push(("txindex", "1".into()));
+    }
+    for port in &layout.peer_p2p_ports {
+        base.push(("addnode", format!("127.0.0.1:{port}")));
+    }
+    let settings = crate::render_config_lines(&base, &layout.client.config);
+    let (selector, section) = network_selector(layout.network);
+    let contents = match dialect {
+        Dialect::Sections => format!("{selector}[{section}]\n{settings}"),
+        Dialect::Flat => format!("{selector}{settings}"),
+    };
+
+    let mut args = vec![
+        format!("-conf={}", conf_path.display()),
+        format!("-datadir={}", layout.data_dir.display()),
+        "-printtoconsole=1".to_string(),
+    ];
+    if dialect == Dialect::Sections {
+        // The runtime captures stdout; a second copy in debug.log only fills the disk.
+        args.push("-nodebuglogfile".into());
+    }
+    args.extend(layout.client.args.iter().cloned());
+    LaunchSpec {
+        program,
+        args,
+        config_file: Some((conf_path, contents)),
+    }
+}
+
+/// Ask the node for height, best hash, head time, peers, sync state and version.
+pub(crate) async fn probe(rpc: &RpcClient, ep: &Endpoint) -> Result<ProbeStatus, ChainError> {
+    let calls = [
+        ("getblockchaininfo", json!([])),
+        ("getnetworkinfo", json!([])),
+    ];
+    let answers = rpc.batch(ep, PATH, &calls).await?;
+    let [chain_info, net_info] = answers.as_slice() else {
+        return Err(ChainError::BadResponse {
+            url: ep.url.clone(),
+            detail: "batch answer has the wrong length".into(),
+        });
+    };
+    let mut status = parse_status(chain_info, net_info).map_err(|e| field::locate(e, &ep.url))?;
+    let header = rpc
+        .call(ep, PATH, "getblockheader", json!([status.best_hash, true]))
+        .await?;
+    status.head_time = Some(parse_header_time(&header).map_err(|e| field::locate(e, &ep.url))?);
+    Ok(status)
+}
+
+/// Status from `getblockchaininfo` and `getnetworkinfo` (head time is filled in later).
+///
+/// Sync rule: outside regtest, the node's own `initialblockdownload`. On
+/// regtest that flag stays true until a block newer than a day exists (a fresh
+/// devnet is "in IBD" forever), so there a node is syncing only while it has
+/// headers it has not yet downloaded blocks for.
+pub(crate) fn parse_status(
+    chain_info: &Value,
+    net_info: &Value,
+) -> Result<ProbeStatus, ChainError> {
+    let what = "getblockchaininfo";
+    let height = field::u64_of(chain_info, what, "blocks")?;
+    let best_hash = field::hash(
+        chain_info.get("bestblockhash").unwrap_or(&Value::Null),
+        "getblockchaininfo.bestblockhash",
+        "",
+        64,
+    )?;
+    let chain = field::str_of(chain_info, what, "chain")?;
+    let syncing = if chain == "regtest" {
+        field::u64_of(chain_info, what, "headers")? > height
+    } else {
+        chain_info
+            .get("initialblockdownload")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| ChainError::BadResponse {
+                url: String::new(),
+                detail: format!("{what}: field `initialblockdownload` is missing or not a boolean"),
+            })?
+    };
+    let what = "getnetworkinfo";
+    let peers = field::count_u32(field::u64_of(net_info, what, "connections")?, what)?;
+    let client_version = field::text(field::str_of(net_info, what, "subversion")?);
+    Ok(ProbeStatus {
+        height,
+        best_hash,
+        head_time: None,
+        peers,
+        syncing,
+        client_version,
+    })
+}
+
+/// The block time of a `getblockheader` answer.
+pub(crate) fn parse_header_time(header: &Value) -> Result<u64, ChainError> {
+    field::u64_of(header, "getblockheader", "time")
+}
+
+/// The default address a devnet block pays on this chain, if the chain has one.
+///
+/// All are the chain's regtest address of the script `OP_TRUE` (anyone can
+/// spend), so devnet coins stay usable without a wallet:
+/// - Litecoin: P2WSH(OP_TRUE) from `litecoin-cli -regtest decodescript 51`
+///   (litecoind 0.21.2), checked with `validateaddress` and `generatetoaddress`.
+/// - Bitcoin: the same script under hrp `bcrt`; Bitcoin Core's functional tests
+///   use this exact address (`ADDRESS_BCRT1_P2WSH_OP_TRUE`).
+/// - Dash, Dogecoin (no segwit): base58 P2SH(OP_TRUE) with their regtest script
+///   prefixes 19 and 196, computed by hand (not checked against those daemons).
+/// - Zcash: none; zcashd has no `generatetoaddress`, so `generate` is used.
+pub(crate) fn default_reward_address(chain: Chain) -> Option<&'static str> {
+    match chain {
+        Chain::Litecoin => Some("rltc1qft5p2uhsdcdc3l2ua4ap5qqfg4pjaqlp250x7us7a8qqhrxrxfsqc6h8ge"),
+        Chain::Bitcoin => Some("bcrt1qft5p2uhsdcdc3l2ua4ap5qqfg4pjaqlp250x7us7a8qqhrxrxfsqseac85"),
+        Chain::Dash => Some("8zJctvfrzGZ5s1zQ3kagwyW1DsPYSQ4V2P"),
+        Chain::Dogecoin => Some("2ND8PB9RrfCaAcjfjP1Y6nAgFd9zWHYX4DN"),
+        _ => None,
+    }
+}
+
+/// Mine one block on a regtest node, paying `reward_address` or the chain's default.
+///
+/// If the node rejects the *default* address (a fork with other prefixes),
+/// the block pays `raw(51)` (OP_TRUE) through `generatetodescriptor`. An
+/// address the operator gave is never replaced: its rejection is returned.
+pub(crate) async fn produce(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    chain: Chain,
+    reward_address: Option<&str>,
+) -> Result<ProducedBlock, ChainError> {
+    let hashes = match (reward_address, default_reward_address(chain)) {
+        (Some(address), _) => {
+            rpc.call(ep, PATH, "generatetoaddress", json!([1, address]))
+                .await?
+        }
+        (None, Some(address)) => {
+            match rpc
+                .call(ep, PATH, "generatetoaddress", json!([1, address]))
+                .await
+            {
+                Err(ChainError::Rpc {
+                    code: INVALID_ADDRESS,
+                    ..
+                }) => {
+                    tracing::debug!(%chain, "default reward address rejected; mining to raw(51)");
+                    rpc.call(ep, PATH, "generatetodescriptor", json!([1, "raw(51)"]))
+                        .await?
+                }
+                other => other?,
+            }
+        }
+        (None, None) => rpc.call(ep, PATH, "generate", json!([1])).await?,
+    };
+    let hash = parse_produced(&hashes).map_err(|e| field::locate(e, &ep.url))?;
+    let header = rpc
+        .call(ep, PATH, "getblockheader", json!([hash, true]))
+        .await?;
+    Ok(ProducedBlock {
+        height: header.get("height").and_then(Value::as_u64),
+        hash,
+    })
+}
+
+/// The one block hash of a `generate*` answer.
+pub(crate) fn parse_produced(hashes: &Value) -> Result<String, ChainError> {
+    match hashes.as_array().map(Vec::as_slice) {
+        Some([hash]) => field::hash(hash, "generatetoaddress", "", 64),
+        _ => Err(ChainError::BadResponse {
+            url: String::new(),
+            detail: format!(
+                "generatetoaddress: expected a list of one block hash, got {}",
+                field::short(hashes)
+            ),
+        }),
+    }
+}
+
+/// Ask the node to shut down cleanly.
+pub(crate) async fn request_stop(rpc: &RpcClient, ep: &Endpoint) -> Result<(), ChainError> {
+    rpc.call(ep, PATH, "stop", json!([])).await.map(|_| ())
+}
+
+/// Blocks this deep are treated as final (the usual six confirmations).
+const DEEP: Cacheability = ImmutableWhenDeep(6);
+
+/// Bitcoin Core's RPC methods (0.21 to 27) plus `generate` (zcashd, old forks).
+///
+/// Verbose block and transaction answers carry `confirmations` and
+/// `nextblockhash`, which change as the chain grows; they are `DEEP`, not
+/// `Immutable`, and a cached answer shows the confirmations of its first fetch.
+pub(crate) const CATALOG: &[MethodInfo] = &[
+    // Blockchain.
+    method("getbestblockhash", Read, Never),
+    method("getblock", Read, DEEP),
+    method("getblockchaininfo", Read, Never),
+    method("getblockcount", Read, Never),
+    method("getblockfilter", Read, DEEP),
+    method("getblockhash", Read, DEEP),
+    method("getblockheader", Read, DEEP),
+    method("getblockstats", Read, DEEP),
+    method("getchaintips", Read, Never),
+    method("getchaintxstats", Read, Never),
+    method("getdeploymentinfo", Read, Never),
+    method("getdifficulty", Read, Never),
+    method("getmempoolancestors", Read, Never),
+    method("getmempooldescendants", Read, Never),
+    method("getmempoolentry", Read, Never),
+    method("getmempoolinfo", Read, Never),
+    method("getrawmempool", Read, Never),
+    method("gettxout", Read, Never),
+    method("gettxoutproof", Read, DEEP),
+    method("gettxoutsetinfo", Read, Never),
+    method("verifytxoutproof", Read, DEEP),
+    method("scantxoutset", Read, Never),
+    method("getindexinfo", Read, Never),
+    method("preciousblock", Admin, Never),
+    method("pruneblockchain", Admin, Never),
+    method("savemempool", Admin, Never),
+    method("verifychain", Admin, Never),
+    method("invalidateblock", Admin, Never),
+    method("reconsiderblock", Admin, Never),
+    // Control.
+    method("getmemoryinfo", Admin, Never),
+    method("getrpcinfo", Admin, Never),
+    method("help", Read, Never),
+    method("logging", Admin, Never),
+    method("stop", Admin, Never),
+    method("uptime", Admin, Never),
+    method("setmocktime", Admin, Never),
+    method("getzmqnotifications", Admin, Never),
+    // Mining and block generation.
+    method("generate", Mining, Never),
+    method("generateblock", Mining, Never),
+    method("generatetoaddress", Mining, Never),
+    method("generatetodescriptor", Mining, Never),
+    method("getblocktemplate", Mining, Never),
+    method("getmininginfo", Read, Never),
+    method("getnetworkhashps", Read, Never),
+    method("prioritisetransaction", Mining, Never),
+    method("submitblock", Mining, Never),
+    method("submitheader", Mining, Never),
+    // Network.
+    method("addnode", Network, Never),
+    method("clearbanned", Network, Never),
+    method("disconnectnode", Network, Never),
+    method("getaddednodeinfo", Network, Never),
+    method("getconnectioncount", Read, Never),
+    method("getnettotals", Network, Never),
+    method("getnetworkinfo", Read, Never),
+    method("getnodeaddresses", Network, Never),
+    method("getpeerinfo", Network, Never),
+    method("listbanned", Network, Never),
+    method("ping", Network, Never),
+    method("setban", Network, Never),
+    method("setnetworkactive", Network, Never),
+    // Raw transactions. Pure encoders/decoders never change their answer.
+    method("analyzepsbt", Read, Never),
+    method("combinepsbt", Read, Immutable),
+    method("combinerawtransaction", Read, Never),
+    method("converttopsbt", Read, Immutable),
+    method("createpsbt", Read, Immutable),
+    method("createrawtransaction", Read, Immutable),
+    method("decodepsbt", Read, Immutable),
+    method("decoderawtransaction", Read, Immutable),
+    method("decodescript", Read, Immutable),
+    method("finalizepsbt", Read, Immutable),
+    method("getrawtransaction", Read, DEEP),
+    method("joinpsbts", Read, Immutable),
+    method("sendrawtransaction", Write, Never),
+    method("testmempoolaccept", Read, Never),
+    method("utxoupdatepsbt", Read, Never),
+    // Takes private keys in the request: wallet class, never cached.
+    method("signrawtransactionwithkey", Wallet, Never),
+    // Util.
+    method("createmultisig", Read, Immutable),
+    method("deriveaddresses", Read, Immutable),
+    method("estimatesmartfee", Read, Never),
+    method("getdescriptorinfo", Read, Immutable),
+    method("signmessagewithprivkey", Wallet, Never),
+    method("validateaddress", Read, Immutable),
+    method("verifymessage", Read, Immutable),
+    // Wallet.
+    method("abandontransaction", Wallet, Never),
+    method("abortrescan", Wallet, Never),
+    method("addmultisigaddress", Wallet, Never),
+    method("backupwallet", Wallet, Never),
+    method("bumpfee", Wallet, Never),
+    method("createwallet", Wallet, Never),
+    method("dumpprivkey", Wallet, Never),
+    method("dumpwallet", Wallet, Never),
+    method("encryptwallet", Wallet, Never),
+    method("getaddressesbylabel", Wallet, Never),
+    method("getaddressinfo", Wallet, Never),
+    method("getbalance", Wallet, Never),
+    method("getbalances", Wallet, Never),
+    method("getnewaddress", Wallet, Never),
+    method("getrawchangeaddress", Wallet, Never),
+    method("getreceivedbyaddress", Wallet, Never),
+    method("getreceivedbylabel", Wallet, Never),
+    method("gettransaction", Wallet, Never),
+    method("getunconfirmedbalance", Wallet, Never),
+    method("getwalletinfo", Wallet, Never),
+    method("importaddress", Wallet, Never),
+    method("importdescriptors", Wallet, Never),
+    method("importmulti", Wallet, Never),
+    method("importprivkey", Wallet, Never),
+    method("importprunedfunds", Wallet, Never),
+    method("importpubkey", Wallet, Never),
+    method("importwallet", Wallet, Never),
+    method("keypoolrefill", Wallet, Never),
+    method("listaddressgroupings", Wallet, Never),
+    method("listdescriptors", Wallet, Never),
+    method("listlabels", Wallet, Never),
+    method("listlockunspent", Wallet, Never),
+    method("listreceivedbyaddress", Wallet, Never),
+    method("listreceivedbylabel", Wallet, Never),
+    method("listsinceblock", Wallet, Never),
+    method("listtransactions", Wallet, Never),
+    method("listunspent", Wallet, Never),
+    method("listwalletdir", Wallet, Never),
+    method("listwallets", Wallet, Never),
+    method("loadwallet", Wallet, Never),
+    method("lockunspent", Wallet, Never),
+    method("psbtbumpfee", Wallet, Never),
+    method("removeprunedfunds", Wallet, Never),
+    method("rescanblockchain", Wallet, Never),
+    method("send", Wallet, Never),
+    method("sendmany", Wallet, Never),
+    method("sendtoaddress", Wallet, Never),
+    method("sethdseed", Wallet, Never),
+    method("setlabel", Wallet, Never),
+    method("settxfee", Wallet, Never),
+    method("setwalletflag", Wallet, Never),
+    method("signmessage", Wallet, Never),
+    method("signrawtransactionwithwallet", Wallet, Never),
+    method("unloadwallet", Wallet, Never),
+    method("upgradewallet", Wallet, Never),
+    method("walletcreatefundedpsbt", Wallet, Never),
+    method("walletlock", Wallet, Never),
+    method("walletpassphrase", Wallet, Never),
+    method("walletpassphrasechange", Wallet, Never),
+    method("walletprocesspsbt", Wallet, Never),
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use chainfleet_spec::Client;
+
+    use super::*;
+
+    fn layout(binary: Option<&str>, network: Network) -> NodeLayout {
+        NodeLayout {
+            name: "ltc-0".into(),
+            chain: Chain::Litecoin,
+            network,
+            role: Role::Full,
+            client: Client {
+                binary: binary.map(str::to_string),
+                version: None,
+                args: vec!["-maxconnections=8".into()],
+                config: BTreeMap::new(),
+            },
+            data_dir: PathBuf::from("/data/ltc-0"),
+            rpc_port: 19443,
+            p2p_port: 19444,
+            rpc_user: "cf".into(),
+            rpc_password: "secret".into(),
+            peer_p2p_ports: vec![19454, 19464],
+        }
+    }
+
+    fn conf(spec: &LaunchSpec) -> &str {
+        spec.config_file
+            .as_ref()
+            .map(|(_, c)| c.as_str())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn launch_renders_a_regtest_section_and_args() {
+        let spec = launch(&layout(None, Network::Regtest), "litecoind");
+        assert_eq!(spec.program, "litecoind");
+        assert_eq!(
+            spec.args,
+            [
+                "-conf=/data/ltc-0/litecoin.conf",
+                "-datadir=/data/ltc-0",
+                "-printtoconsole=1",
+                "-nodebuglogfile",
+                "-maxconnections=8"
+            ]
+        );
+        let path = spec.config_file.as_ref().map(|(p, _)| p.clone());
+        assert_eq!(path, Some(PathBuf::from("/data/ltc-0/litecoin.conf")));
+        let text = conf(&spec);
+        assert!(text.starts_with("regtest=1\n[regtest]\n"), "{text}");
+        for line in [
+            "server=1",
+            "rpcuser=cf",
+            "rpcpassword=secret",
+            "rpcport=19443",
+            "rpcbind=127.0.0.1",
+            "rpcallowip=127.0.0.1",
+            "port=19444",
+            "bind=127.0.0.1",
+            "listen=1",
+            "fallbackfee=0.0002",
+            "addnode=127.0.0.1:19454",
+            "addnode=127.0.0.1:19464",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains("txindex"), "{text}");
+    }
+
+    #[test]
+    fn launch_sections_follow_the_network() {
+        let main = launch(&layout(None, Network::Mainnet), "litecoind");
+        assert!(conf(&main).starts_with("[main]\n"));
+        assert!(!conf(&main).contains("fallbackfee"));
+        let test = launch(&layout(None, Network::Testnet), "litecoind");
+        assert!(conf(&test).starts_with("testnet=1\n[test]\n"));
+        let dev = launch(&layout(None, Network::Devnet), "litecoind");
+        assert!(conf(&dev).starts_with("regtest=1\n[regtest]\n"));
+    }
+
+    #[test]
+    fn launch_archive_gets_txindex_and_overrides_win() {
+        let mut l = layout(Some("/opt/bin/bitcoind"), Network::Regtest);
+        l.role = Role::Archive;
+        l.client.config.insert("rpcport".into(), "1234".into());
+        l.client.config.insert("dbcache".into(), "300".into());
+        let spec = launch(&l, "litecoind");
+        assert_eq!(spec.program, "/opt/bin/bitcoind");
+        assert!(spec
+            .args
+            .first()
+            .is_some_and(|a| a.ends_with("/bitcoin.conf")));
+        let text = conf(&spec);
+        assert!(text.lines().any(|l| l == "txindex=1"), "{text}");
+        assert!(text.lines().any(|l| l == "rpcport=1234"), "{text}");
+        assert!(!text.lines().any(|l| l == "rpcport=19443"), "{text}");
+        assert!(text.lines().any(|l| l == "dbcache=300"), "{text}");
+    }
+
+    #[test]
+    fn launch_old_forks_get_a_flat_file() {
+        let spec = launch(&layout(Some("zcashd"), Network::Regtest), "litecoind");
+        assert!(!conf(&spec).contains('['), "{}", conf(&spec));
+        assert!(conf(&spec).starts_with("regtest=1\n"));
+        assert!(!spec.args.iter().any(|a| a == "-nodebuglogfile"));
+        let spec = launch(&layout(Some("weird-coind"), Network::Regtest), "litecoind");
+        assert!(spec.args.first().is_some_and(|a| a.ends_with("/node.conf")));
+    }
+
+    fn chain_info() -> Value {
+        json!({
+            "chain": "main", "blocks": 2500000, "headers": 2500000,
+            "bestblockhash": "530827f38f93b43ed12af0b3ad25a288dc02ed74d6d7857862df51fc56c416f9",
+            "initialblockdownload": false, "verificationprogress": 0.9999
+        })
+    }
+
+    fn net_info() -> Value {
+        json!({"subversion": "/LitecoinCore:0.21.2.1/", "connections": 8})
+    }
+
+    #[test]
+    fn parse_status_reads_a_real_shaped_answer() {
+        let status = parse_status(&chain_info(), &net_info()).expect("valid answer");
+        assert_eq!(status.height, 2_500_000);
+        assert_eq!(status.peers, 8);
+        assert!(!status.syncing);
+        assert_eq!(status.client_version, "/LitecoinCore:0.21.2.1/");
+    }
+
+    #[test]
+    fn regtest_sync_follows_headers_not_ibd() {
+        let mut info = chain_info();
+        info["chain"] = json!("regtest");
+        info["initialblockdownload"] = json!(true);
+        info["blocks"] = json!(0);
+        info["headers"] = json!(0);
+        assert!(!parse_status(&info, &net_info()).expect("valid").syncing);
+        info["headers"] = json!(5);
+        assert!(parse_status(&info, &net_info()).expect("valid").syncing);
+        let mut main = chain_info();
+        main["initialblockdownload"] = json!(true);
+        assert!(parse_status(&main, &net_info()).expect("valid").syncing);
+    }
+
+    #[test]
+    fn hostile_answers_are_errors_not_panics() {
+        let hostile = [
+            json!("<html>502 Bad Gateway</html>"),
+            json!(null),
+            json!([]),
+            json!({}),
+            json!({"chain": "main", "blocks": -1, "bestblockhash": "00", "initialblockdownload": false}),
+            json!({"chain": "main", "blocks": 1e300, "bestblockhash": "00", "initialblockdownload": false}),
+            json!({"chain": "main", "blocks": "12", "bestblockhash": "00", "initialblockdownload": false}),
+            json!({"chain": "main", "blocks": 1, "bestblockhash": "zz".repeat(32), "initialblockdownload": false}),
+            json!({"chain": "main", "blocks": 1, "bestblockhash": "00".repeat(32), "initialblockdownload": "no"}),
+            json!({"chain": 7, "blocks": 1, "bestblockhash": "00".repeat(32), "initialblockdownload": false}),
+            json!({"chain": "regtest", "blocks": 1, "bestblockhash": "00".repeat(32)}),
+        ];
+        for info in &hostile {
+            assert!(parse_status(info, &net_info()).is_err(), "accepted {info}");
+        }
+        let bad_net = [
+            json!({"subversion": "/x/", "connections": 99999999999u64}),
+            json!({"subversion": "/x/", "connections": -3}),
+            json!({"subversion": 5, "connections": 1}),
+            json!({"connections": 1}),
+            json!("nope"),
+        ];
+        for net in &bad_net {
+            assert!(parse_status(&chain_info(), net).is_err(), "accepted {net}");
+        }
+        let long = json!({"subversion": "x".repeat(100_000), "connections": 1});
+        let status = parse_status(&chain_info(), &long).expect("long names are cut, not refused");
+        assert_eq!(status.client_version.len(), field::MAX_TEXT_CHARS);
+        for header in [
+            json!({"time": -5}),
+            json!({"time": "now"}),
+            json!([]),
+            json!({"time": 1.5}),
+        ] {
+            assert!(parse_header_time(&header).is_err(), "accepted {header}");
+        }
+        assert_eq!(
+            parse_header_time(&json!({"time": 1296688602})).ok(),
+            Some(1296688602)
+        );
+    }
+
+    #[test]
+    fn produced_answer_must_be_one_hash() {
+        let good = "64".repeat(32);
+        assert_eq!(parse_produced(&json!([good])).ok(), Some(good.clone()));
+        for bad in [
+            json!([]),
+            json!([good, good]),
+            json!(good),
+            json!([1]),
+            json!(["xyz"]),
+        ] {
+            assert!(parse_produced(&bad).is_err(), "accepted {bad}");
+        }
+    }
+
+    #[test]
+    fn default_addresses_match_their_chain() {
+        let ltc = default_reward_address(Chain::Litecoin).unwrap_or_default();
+        assert!(ltc.starts_with("rltc1q"));
+        let btc = default_reward_address(Chain::Bitcoin).unwrap_or_default();
+        assert!(btc.starts_with("bcrt1q"));
+        // Same witness program (sha256 of OP_TRUE), different hrp and checksum.
+        assert_eq!(ltc.get(6..58), btc.get(6..58));
+        assert_eq!(default_reward_address(Chain::Zcash), None);
+    }
+}
