@@ -64,8 +64,7 @@ pub(crate) fn launch(layout: &NodeLayout, default_binary: &str) -> LaunchSpec {
     if layout.peer_p2p_ports.is_empty() {
         base.push(("offline", "1".into()));
     } else {
-        // monerod refuses loopback peers unless told to allow local IPs.
-        base.push(("allow-local-ip", "1".into()));
+        // Exclusive: connect to these only, never to the public network.
         for port in &layout.peer_p2p_ports {
             base.push(("add-exclusive-node", format!("127.0.0.1:{port}")));
         }
@@ -130,6 +129,13 @@ pub(crate) fn parse_status(info: &Value, header: &Value) -> Result<ProbeStatus, 
 fn check_status(answer: &Value, what: &str) -> Result<(), ChainError> {
     match answer.get("status").and_then(Value::as_str) {
         Some("OK") => Ok(()),
+        Some("BUSY") => Err(ChainError::BadResponse {
+            url: String::new(),
+            detail: format!(
+                "{what}: monerod is BUSY: it has peers configured and has not synchronized \
+                 with any of them yet; retry once a peer is up"
+            ),
+        }),
         _ => Err(ChainError::BadResponse {
             url: String::new(),
             detail: format!("{what}: status is not OK: {}", field::short(answer)),
@@ -137,6 +143,7 @@ fn check_status(answer: &Value, what: &str) -> Result<(), ChainError> {
     }
 }
 
+/// A required boolean field.
 fn bool_of(value: &Value, what: &str, name: &str) -> Result<bool, ChainError> {
     value
         .get(name)
@@ -355,7 +362,6 @@ mod tests {
         assert!(conf
             .iter()
             .any(|l| l == "add-exclusive-node=127.0.0.1:18100"));
-        assert!(conf.iter().any(|l| l == "allow-local-ip=1"));
         assert!(conf.iter().any(|l| l == "rpc-bind-port=9999"));
         assert!(!conf.iter().any(|l| l == "rpc-bind-port=18081"));
         assert!(!conf.iter().any(|l| l == "disable-dns-checkpoints=1"));

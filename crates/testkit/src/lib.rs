@@ -522,6 +522,12 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "run scripts/install.sh")]
+    fn a_missing_binary_fails_with_install_advice() {
+        require_binary("no-such-daemon-chainfleet");
+    }
+
+    #[test]
     fn tail_keeps_the_last_lines() {
         let dir = temp_dir();
         let file = dir.path().join("log");

@@ -111,3 +111,51 @@ async fn produce_refuses_a_bad_address() {
     let status = xmr().probe(&rpc, &ep).await.expect("probe");
     assert_eq!(status.height, 0, "no block was made");
 }
+
+#[tokio::test]
+async fn rendered_peers_sync_blocks() {
+    let binary = chainfleet_testkit::require_binary("monerod");
+    let dir_a = chainfleet_testkit::temp_dir();
+    let b_ports = chainfleet_testkit::free_ports();
+    let mut a = layout(Chain::Monero, Network::Regtest, &binary, dir_a.path());
+    a.peer_p2p_ports = vec![b_ports.1];
+    let dir_b = chainfleet_testkit::temp_dir();
+    let mut b = layout(Chain::Monero, Network::Regtest, &binary, dir_b.path());
+    (b.rpc_port, b.p2p_port) = b_ports;
+    b.peer_p2p_ports = vec![a.p2p_port];
+    let spec_a = xmr().launch(&a).expect("render a");
+    let spec_b = xmr().launch(&b).expect("render b");
+    let _node_a = start_rendered(&spec_a, &a, dir_a, ready()).await;
+    let node_b = start_rendered(&spec_b, &b, dir_b, ready()).await;
+
+    let rpc = client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    // A node with peers answers BUSY until it has synchronized with one.
+    let produced = loop {
+        match xmr().produce(&rpc, &xmr().endpoint(&a), None).await {
+            Ok(block) => break block,
+            Err(err)
+                if err.to_string().contains("BUSY") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(err) => panic!("produce on a: {err}"),
+        }
+    };
+    loop {
+        let status = xmr()
+            .probe(&rpc, &xmr().endpoint(&b))
+            .await
+            .expect("probe b");
+        if status.best_hash == produced.hash {
+            assert!(status.peers >= 1, "b is connected to a");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never saw a's blocks; last status {status:?}\n{}",
+            node_b.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

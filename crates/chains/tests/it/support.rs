@@ -94,8 +94,11 @@ pub struct Request {
 
 /// One HTTP answer: status code, content type, body.
 pub struct Answer {
+    /// HTTP status code.
     pub status: u16,
+    /// Content-Type header.
     pub content_type: &'static str,
+    /// Body bytes.
     pub body: Vec<u8>,
     /// Wait this long before answering (to test timeouts).
     pub delay: Duration,
