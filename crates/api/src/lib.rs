@@ -60,7 +60,9 @@ pub fn router(controller: Controller, shutdown: Arc<watch::Sender<bool>>) -> Rou
         .route("/v1/events", get(events))
         .route("/v1/apply", post(apply))
         .route("/v1/shutdown", post(shutdown_fleet))
-        .layer(DefaultBodyLimit::max(chainfleet_spec::MAX_MANIFEST_BYTES + 1024))
+        .layer(DefaultBodyLimit::max(
+            chainfleet_spec::MAX_MANIFEST_BYTES + 1024,
+        ))
         .with_state(AppState {
             controller,
             shutdown,
@@ -173,14 +175,19 @@ async fn apply(
     let text = std::str::from_utf8(&body).map_err(|err| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            format!("{file}: the manifest is not valid UTF-8 (byte {})", err.valid_up_to()),
+            format!(
+                "{file}: the manifest is not valid UTF-8 (byte {})",
+                err.valid_up_to()
+            ),
         )
     })?;
     let manifest = chainfleet_spec::parse(text, &file).map_err(ControlError::from)?;
     Ok(Json(state.controller.apply(manifest)?))
 }
 
-async fn shutdown_fleet(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn shutdown_fleet(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let stopped = state.controller.stop_all().await?;
     let _ = state.shutdown.send(true);
     Ok(Json(json!({ "stopped": stopped })))

@@ -31,7 +31,9 @@ pub fn render(snapshot: &FleetSnapshot) -> String {
         };
         let is_up = matches!(node.state.as_str(), "healthy" | "syncing" | "updating");
         up.get_or_create(&labels).set(i64::from(is_up));
-        restarts.get_or_create(&labels).set(i64::from(node.restarts));
+        restarts
+            .get_or_create(&labels)
+            .set(i64::from(node.restarts));
         if let Some(value) = node.height {
             height.get_or_create(&labels).set(clamp(value));
         }
@@ -53,7 +55,11 @@ pub fn render(snapshot: &FleetSnapshot) -> String {
         "Seconds since the best block's timestamp",
         head_age,
     );
-    registry.register("node_lag_blocks", "Blocks behind the best node of its network", lag);
+    registry.register(
+        "node_lag_blocks",
+        "Blocks behind the best node of its network",
+        lag,
+    );
     registry.register("node_restarts", "Restarts after crashes", restarts);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {

@@ -29,7 +29,9 @@ impl ApiClient {
     pub fn new(base: &str) -> Result<Self> {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(anyhow!("--api `{base}` must start with http:// or https://"));
+            return Err(anyhow!(
+                "--api `{base}` must start with http:// or https://"
+            ));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
@@ -39,7 +41,11 @@ impl ApiClient {
         Ok(ApiClient { base, http })
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response> {
         let response = request.send().await.map_err(|err| {
             if err.is_connect() {
                 anyhow!(Unreachable).context(format!(
@@ -63,8 +69,13 @@ impl ApiClient {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
-        let response = self.send(self.http.get(format!("{}{path}", self.base)), what).await?;
-        response.json().await.with_context(|| format!("{what}: unexpected answer"))
+        let response = self
+            .send(self.http.get(format!("{}{path}", self.base)), what)
+            .await?;
+        response
+            .json()
+            .await
+            .with_context(|| format!("{what}: unexpected answer"))
     }
 
     /// Every node's status.
@@ -74,7 +85,8 @@ impl ApiClient {
 
     /// Events after `after`.
     pub async fn events(&self, after: i64) -> Result<Vec<Event>> {
-        self.get_json(&format!("/v1/events?after={after}"), "list events").await
+        self.get_json(&format!("/v1/events?after={after}"), "list events")
+            .await
     }
 
     /// Apply manifest text; returns the summary as JSON.
@@ -100,7 +112,10 @@ impl ApiClient {
     async fn log(&self, node: &str, query: &str) -> Result<(String, u64)> {
         let path = format!("/v1/nodes/{}/logs?{query}", encode(node));
         let response = self
-            .send(self.http.get(format!("{}{path}", self.base)), &format!("logs of {node}"))
+            .send(
+                self.http.get(format!("{}{path}", self.base)),
+                &format!("logs of {node}"),
+            )
             .await?;
         let next = response
             .headers()

@@ -41,7 +41,9 @@ struct ApiArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Check a manifest and report every problem with its field, line and column.
-    #[command(after_help = "Examples:\n  chainfleet validate -f examples/devnet.yaml\n  chainfleet validate -f fleet.yaml --json")]
+    #[command(
+        after_help = "Examples:\n  chainfleet validate -f examples/devnet.yaml\n  chainfleet validate -f fleet.yaml --json"
+    )]
     Validate {
         /// The manifest file.
         #[arg(short = 'f', long = "file")]
@@ -54,7 +56,9 @@ enum Command {
     #[command(after_help = "Example:\n  chainfleet schema > chainfleet.schema.json")]
     Schema,
     /// Run the control plane in the foreground; Ctrl-C stops the nodes cleanly.
-    #[command(after_help = "Examples:\n  chainfleet up -f examples/devnet.yaml\n  chainfleet up -f fleet.yaml --state-dir /var/lib/chainfleet --listen 127.0.0.1:7780\n  chainfleet up            # resume the manifest stored in the state dir")]
+    #[command(
+        after_help = "Examples:\n  chainfleet up -f examples/devnet.yaml\n  chainfleet up -f fleet.yaml --state-dir /var/lib/chainfleet --listen 127.0.0.1:7780\n  chainfleet up            # resume the manifest stored in the state dir"
+    )]
     Up {
         /// The manifest file (default: the one last applied in the state dir).
         #[arg(short = 'f', long = "file")]
@@ -79,7 +83,9 @@ enum Command {
         json: bool,
     },
     /// Show every node: state, height, lag, peers, head age, pid, uptime.
-    #[command(after_help = "Examples:\n  chainfleet status\n  chainfleet status --json | jq '.[] | {name, height}'")]
+    #[command(
+        after_help = "Examples:\n  chainfleet status\n  chainfleet status --json | jq '.[] | {name, height}'"
+    )]
     Status {
         #[command(flatten)]
         api: ApiArgs,
@@ -88,7 +94,9 @@ enum Command {
         json: bool,
     },
     /// Show a node's log.
-    #[command(after_help = "Examples:\n  chainfleet logs ltc-producer-0\n  chainfleet logs ltc-producer-0 -f --tail 20")]
+    #[command(
+        after_help = "Examples:\n  chainfleet logs ltc-producer-0\n  chainfleet logs ltc-producer-0 -f --tail 20"
+    )]
     Logs {
         /// Node name, as shown by `chainfleet status`.
         node: String,
@@ -114,7 +122,9 @@ enum Command {
         api: ApiArgs,
     },
     /// Stop every node cleanly and stop the control plane.
-    #[command(after_help = "Examples:\n  chainfleet down\n  chainfleet down --state-dir .chainfleet   # when the control plane is not running")]
+    #[command(
+        after_help = "Examples:\n  chainfleet down\n  chainfleet down --state-dir .chainfleet   # when the control plane is not running"
+    )]
     Down {
         #[command(flatten)]
         api: ApiArgs,
@@ -134,7 +144,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -151,7 +164,10 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Validate { file, json } => validate(&file, json),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&chainfleet_spec::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&chainfleet_spec::json_schema())?
+            );
             Ok(())
         }
         Command::Up {
@@ -178,7 +194,14 @@ async fn run(cli: Cli) -> Result<()> {
                         .as_array()
                         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
                         .unwrap_or_default();
-                    println!("  {word}: {}", if names.is_empty() { "-".to_string() } else { names.join(", ") });
+                    println!(
+                        "  {word}: {}",
+                        if names.is_empty() {
+                            "-".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    );
                 }
             }
             Ok(())
@@ -243,8 +266,10 @@ fn validate(file: &std::path::Path, json: bool) -> Result<()> {
     let result = load_manifest(file);
     if json {
         let value = match &result {
-            Ok(manifest) => serde_json::json!({"valid": true, "file": file, "instances": manifest.fleet.instances.len(),
-                "nodes": manifest.fleet.instances.iter().map(|i| i.replicas).sum::<u32>()}),
+            Ok(manifest) => {
+                serde_json::json!({"valid": true, "file": file, "instances": manifest.fleet.instances.len(),
+                "nodes": manifest.fleet.instances.iter().map(|i| i.replicas).sum::<u32>()})
+            }
             Err(err) => match err.downcast_ref::<chainfleet_spec::SpecError>() {
                 Some(chainfleet_spec::SpecError::Invalid { problems, .. }) => serde_json::json!({
                     "valid": false, "file": file,
@@ -253,7 +278,9 @@ fn validate(file: &std::path::Path, json: bool) -> Result<()> {
                         "line": p.position.map(|x| x.line), "column": p.position.map(|x| x.column),
                     })).collect::<Vec<_>>(),
                 }),
-                _ => serde_json::json!({"valid": false, "file": file, "problems": [{"path": "", "message": format!("{err:#}")}]}),
+                _ => {
+                    serde_json::json!({"valid": false, "file": file, "problems": [{"path": "", "message": format!("{err:#}")}]})
+                }
             },
         };
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -351,7 +378,10 @@ async fn down(api: &str, state_dir: PathBuf) -> Result<()> {
         Err(err) if client::is_unreachable(&err) => {
             // No control plane answers: stop what the state dir knows directly.
             if !state_dir.join("state.db").exists() {
-                bail!("no control plane answers at {api} and {} holds no fleet", state_dir.display());
+                bail!(
+                    "no control plane answers at {api} and {} holds no fleet",
+                    state_dir.display()
+                );
             }
             let controller = Controller::open(
                 ControllerOptions::new(&state_dir),

@@ -19,7 +19,8 @@ pub fn human_duration(seconds: u64) -> String {
 /// The `chainfleet status` table.
 pub fn status(nodes: &[NodeStatus]) -> String {
     let header = [
-        "NAME", "INSTANCE", "REPLICA", "CHAIN", "STATE", "HEIGHT", "LAG", "PEERS", "HEAD AGE", "PID", "UPTIME",
+        "NAME", "INSTANCE", "REPLICA", "CHAIN", "STATE", "HEIGHT", "LAG", "PEERS", "HEAD AGE",
+        "PID", "UPTIME",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for node in nodes {
@@ -50,8 +51,15 @@ pub fn status(nodes: &[NodeStatus]) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    for node in nodes.iter().filter(|n| n.last_error.is_some() && n.state != "healthy") {
-        out.push_str(&format!("\n{}: {}\n", node.name, node.last_error.as_deref().unwrap_or("")));
+    for node in nodes
+        .iter()
+        .filter(|n| n.last_error.is_some() && n.state != "healthy")
+    {
+        out.push_str(&format!(
+            "\n{}: {}\n",
+            node.name,
+            node.last_error.as_deref().unwrap_or("")
+        ));
         for line in &node.log_tail {
             out.push_str(&format!("  | {line}\n"));
         }

@@ -44,7 +44,12 @@ async fn main() {
     .await;
     let targets: Vec<Endpoint> = (0..endpoints)
         .map(|i| Endpoint {
-            url: format!("http://127.0.{}.{}:{}", i / 250, i % 250 + 1, anvil.rpc_port),
+            url: format!(
+                "http://127.0.{}.{}:{}",
+                i / 250,
+                i % 250 + 1,
+                anvil.rpc_port
+            ),
             basic_auth: None,
         })
         .collect();

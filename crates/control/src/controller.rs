@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use chainfleet_chains::{Adapter, ProbeStatus, RpcClient, StopMethod};
-use chainfleet_runtime::{logs, procfs, Liveness, NodeRuntime, NodeSpec, ProcessHandle, RuntimeError};
+use chainfleet_runtime::{
+    logs, procfs, Liveness, NodeRuntime, NodeSpec, ProcessHandle, RuntimeError,
+};
 use chainfleet_spec::{Chain, Manifest};
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
@@ -148,7 +150,9 @@ pub struct Controller {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlError {
@@ -184,9 +188,14 @@ fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ControlError> {
 
 impl Controller {
     /// Open the state dir, load the stored manifest if any, and get ready to run.
-    pub fn open(options: ControllerOptions, runtime: Arc<dyn NodeRuntime>) -> Result<Self, ControlError> {
-        std::fs::create_dir_all(&options.state_dir)
-            .map_err(io(format!("create state dir {}", options.state_dir.display())))?;
+    pub fn open(
+        options: ControllerOptions,
+        runtime: Arc<dyn NodeRuntime>,
+    ) -> Result<Self, ControlError> {
+        std::fs::create_dir_all(&options.state_dir).map_err(io(format!(
+            "create state dir {}",
+            options.state_dir.display()
+        )))?;
         let state_lock = lock_state_dir(&options.state_dir)?;
         let store = Store::open(&options.state_dir.join("state.db"))?;
         let rpc = RpcClient::new(Duration::from_secs(5)).map_err(|source| ControlError::Chain {
@@ -244,7 +253,11 @@ impl Controller {
         manifest.reject_if_any(chainfleet_chains::check_fleet(&manifest.fleet))?;
         let records = self.inner.store.nodes()?;
         let nodes = plan::plan(&manifest.fleet, &self.inner.options.state_dir, &records)?;
-        let mut desired = self.inner.desired.write().unwrap_or_else(|p| p.into_inner());
+        let mut desired = self
+            .inner
+            .desired
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         desired.manifest = Some(manifest);
         desired.nodes = nodes.clone();
         Ok(nodes)
@@ -293,7 +306,10 @@ impl Controller {
 
     /// The current manifest text, if any.
     pub fn manifest_text(&self) -> Option<String> {
-        self.read_desired().manifest.as_ref().map(|m| m.source.clone())
+        self.read_desired()
+            .manifest
+            .as_ref()
+            .map(|m| m.source.clone())
     }
 
     /// The fleet name.
@@ -340,7 +356,12 @@ impl Controller {
     }
 
     /// A chunk of a node's log from `offset`, and the next offset.
-    pub fn node_log(&self, node: &str, offset: u64, max: usize) -> Result<(Vec<u8>, u64), ControlError> {
+    pub fn node_log(
+        &self,
+        node: &str,
+        offset: u64,
+        max: usize,
+    ) -> Result<(Vec<u8>, u64), ControlError> {
         let path = self.log_of(node)?;
         match logs::read_from(&path, offset, max) {
             Ok(chunk) => Ok(chunk),
@@ -429,7 +450,11 @@ impl Controller {
             (
                 settings.log_max_mb * 1024 * 1024,
                 settings.log_keep,
-                desired.nodes.iter().map(|n| n.spec.log_path.clone()).collect::<Vec<_>>(),
+                desired
+                    .nodes
+                    .iter()
+                    .map(|n| n.spec.log_path.clone())
+                    .collect::<Vec<_>>(),
             )
         };
         for path in nodes {
@@ -442,7 +467,11 @@ impl Controller {
     /// One idempotent pass: adopt, remove, start, restart and roll.
     pub async fn reconcile_once(&self) -> Result<(), ControlError> {
         let _guard = self.inner.reconcile_lock.lock().await;
-        if self.inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Ok(());
         }
         let desired = self.read_desired().nodes.clone();
@@ -498,7 +527,11 @@ impl Controller {
 
     /// Restart at most one outdated node per instance, and only when every
     /// other replica of that instance is healthy.
-    async fn roll(&self, desired: &[DesiredNode], outdated: &[&DesiredNode]) -> Result<(), ControlError> {
+    async fn roll(
+        &self,
+        desired: &[DesiredNode],
+        outdated: &[&DesiredNode],
+    ) -> Result<(), ControlError> {
         let mut instances_busy: HashSet<String> = HashSet::new();
         {
             let live = lock(&self.inner.live);
@@ -528,10 +561,18 @@ impl Controller {
                 "updating",
                 "args or config changed; restarting this replica",
             );
-            let handle = lock(&self.inner.live).get(&node.record.name).and_then(|l| l.handle);
+            let handle = lock(&self.inner.live)
+                .get(&node.record.name)
+                .and_then(|l| l.handle);
             if let Some(handle) = handle {
-                self.stop_process(node.chain, &node.record.name, &node.endpoint, handle, node.stop_timeout)
-                    .await;
+                self.stop_process(
+                    node.chain,
+                    &node.record.name,
+                    &node.endpoint,
+                    handle,
+                    node.stop_timeout,
+                )
+                .await;
             }
             let mut record = self
                 .inner
@@ -554,15 +595,19 @@ impl Controller {
 
     /// Bring the live view of one node up to date: adopt on first sight,
     /// notice exits. Returns its phase.
-    fn observe_node(&self, node: &DesiredNode, record: &mut NodeRecord) -> Result<Phase, ControlError> {
+    fn observe_node(
+        &self,
+        node: &DesiredNode,
+        record: &mut NodeRecord,
+    ) -> Result<Phase, ControlError> {
         let name = node.record.name.clone();
         let mut live_map = lock(&self.inner.live);
         let live = live_map.entry(name.clone()).or_insert_with(Live::new);
         if live.phase == Phase::New {
-            let recorded = record.pid.zip(record.start_ticks).map(|(pid, start_ticks)| ProcessHandle {
-                pid,
-                start_ticks,
-            });
+            let recorded = record
+                .pid
+                .zip(record.start_ticks)
+                .map(|(pid, start_ticks)| ProcessHandle { pid, start_ticks });
             let spec = record_spec(record).unwrap_or_else(|| node.spec.clone());
             if let Some(handle) = self.inner.runtime.adopt(&spec, recorded) {
                 live.handle = Some(handle);
@@ -582,7 +627,11 @@ impl Controller {
                     &format!(
                         "re-adopted running pid {}{}",
                         handle.pid,
-                        if changed { " (found by its data dir)" } else { "" }
+                        if changed {
+                            " (found by its data dir)"
+                        } else {
+                            ""
+                        }
                     ),
                 );
                 return Ok(Phase::Running);
@@ -599,7 +648,10 @@ impl Controller {
         let Some(handle) = live.handle else {
             return Ok(live.phase);
         };
-        if !matches!(live.phase, Phase::Starting | Phase::Updating | Phase::Running) {
+        if !matches!(
+            live.phase,
+            Phase::Starting | Phase::Updating | Phase::Running
+        ) {
             return Ok(live.phase);
         }
         let Liveness::Exited { code, signal } = self.inner.runtime.observe(&handle) else {
@@ -607,7 +659,10 @@ impl Controller {
         };
         // The node exited on its own: schedule a restart with back-off.
         let now = Instant::now();
-        let ran_for = live.started_at.map(|s| now.duration_since(s)).unwrap_or_default();
+        let ran_for = live
+            .started_at
+            .map(|s| now.duration_since(s))
+            .unwrap_or_default();
         if ran_for >= STABLE_AFTER {
             live.consecutive_failures = 0;
         }
@@ -632,7 +687,10 @@ impl Controller {
             _ => "exited".to_string(),
         };
         let looping = if live.crash_looping() {
-            format!(" (crash-looping: {} exits in 5 minutes)", live.crash_times.len())
+            format!(
+                " (crash-looping: {} exits in 5 minutes)",
+                live.crash_times.len()
+            )
         } else {
             String::new()
         };
@@ -713,9 +771,10 @@ impl Controller {
             .get(&record.name)
             .and_then(|l| l.handle)
             .or_else(|| {
-                let recorded = record.pid.zip(record.start_ticks).map(|(pid, start_ticks)| {
-                    ProcessHandle { pid, start_ticks }
-                });
+                let recorded = record
+                    .pid
+                    .zip(record.start_ticks)
+                    .map(|(pid, start_ticks)| ProcessHandle { pid, start_ticks });
                 record_spec(record).and_then(|spec| self.inner.runtime.adopt(&spec, recorded))
             });
         if let Some(handle) = handle {
@@ -730,8 +789,14 @@ impl Controller {
                 .unwrap_or_else(|| chainfleet_chains::Endpoint::local(record.rpc_port));
             match chain {
                 Some(chain) => {
-                    self.stop_process(chain, &record.name, &endpoint, handle, Duration::from_secs(30))
-                        .await
+                    self.stop_process(
+                        chain,
+                        &record.name,
+                        &endpoint,
+                        handle,
+                        Duration::from_secs(30),
+                    )
+                    .await
                 }
                 None => {
                     let _ = self.inner.runtime.kill(&record.name, &handle);
@@ -743,7 +808,10 @@ impl Controller {
         self.record_event(
             Some(&record.name),
             "removed",
-            &format!("no longer in the manifest; stopped (data kept in {})", record.data_dir),
+            &format!(
+                "no longer in the manifest; stopped (data kept in {})",
+                record.data_dir
+            ),
         );
         Ok(())
     }
@@ -820,24 +888,36 @@ impl Controller {
                 .pid
                 .zip(record.start_ticks)
                 .map(|(pid, start_ticks)| ProcessHandle { pid, start_ticks });
-            let live_handle = lock(&self.inner.live).get(&record.name).and_then(|l| l.handle);
+            let live_handle = lock(&self.inner.live)
+                .get(&record.name)
+                .and_then(|l| l.handle);
             let handle = live_handle.or_else(|| {
                 record_spec(record).and_then(|spec| self.inner.runtime.adopt(&spec, recorded))
             });
             let Some(handle) = handle else { continue };
-            let Some(chain) = chain_of(&record.chain) else { continue };
+            let Some(chain) = chain_of(&record.chain) else {
+                continue;
+            };
             let (endpoint, timeout) = desired
                 .iter()
                 .find(|n| n.record.name == record.name)
                 .map(|n| (n.endpoint.clone(), n.stop_timeout))
                 .unwrap_or_else(|| {
-                    (chainfleet_chains::Endpoint::local(record.rpc_port), Duration::from_secs(30))
+                    (
+                        chainfleet_chains::Endpoint::local(record.rpc_port),
+                        Duration::from_secs(30),
+                    )
                 });
             let this = self.clone();
             let name = record.name.clone();
-            self.record_event(Some(&name), "stopping", &format!("stopping pid {}", handle.pid));
+            self.record_event(
+                Some(&name),
+                "stopping",
+                &format!("stopping pid {}", handle.pid),
+            );
             tasks.spawn(async move {
-                this.stop_process(chain, &name, &endpoint, handle, timeout).await;
+                this.stop_process(chain, &name, &endpoint, handle, timeout)
+                    .await;
                 name
             });
         }
@@ -901,13 +981,17 @@ impl Controller {
         {
             let mut live = lock(&self.inner.live);
             for (name, result) in results {
-                let Some(entry) = live.get_mut(&name) else { continue };
+                let Some(entry) = live.get_mut(&name) else {
+                    continue;
+                };
                 match result {
                     Ok(status) => {
                         entry.probe = Some(status);
                         entry.probe_error = None;
                         entry.probe_ok_since_start = true;
-                        if matches!(entry.phase, Phase::Starting | Phase::Updating) && entry.healthy() {
+                        if matches!(entry.phase, Phase::Starting | Phase::Updating)
+                            && entry.healthy()
+                        {
                             became_healthy.push((name.clone(), entry.phase));
                             entry.phase = Phase::Running;
                             entry.last_error = None;
@@ -919,7 +1003,11 @@ impl Controller {
             }
         }
         for (name, phase) in became_healthy {
-            let what = if phase == Phase::Updating { "healthy again after update" } else { "healthy" };
+            let what = if phase == Phase::Updating {
+                "healthy again after update"
+            } else {
+                "healthy"
+            };
             self.record_event(Some(&name), "healthy", what);
         }
         self.publish(&desired);
@@ -984,9 +1072,12 @@ impl Controller {
             .collect();
         drop(live);
         let nodes = self.with_stored_restarts(nodes);
-        let saved = nodes
-            .iter()
-            .map(|n| (n.name.as_str(), serde_json::to_string(n).unwrap_or_default()));
+        let saved = nodes.iter().map(|n| {
+            (
+                n.name.as_str(),
+                serde_json::to_string(n).unwrap_or_default(),
+            )
+        });
         if let Err(err) = self.inner.store.save_statuses(saved) {
             tracing::warn!(error = %err, "cannot save statuses");
         }
@@ -1000,7 +1091,8 @@ impl Controller {
     /// Restart counts live in the store (they survive control-plane restarts).
     fn with_stored_restarts(&self, mut nodes: Vec<NodeStatus>) -> Vec<NodeStatus> {
         if let Ok(records) = self.inner.store.nodes() {
-            let restarts: HashMap<String, u32> = records.into_iter().map(|r| (r.name, r.restarts)).collect();
+            let restarts: HashMap<String, u32> =
+                records.into_iter().map(|r| (r.name, r.restarts)).collect();
             for node in &mut nodes {
                 if let Some(count) = restarts.get(&node.name) {
                     node.restarts = *count;
@@ -1017,7 +1109,9 @@ impl Controller {
             let desired = self.read_desired().nodes.clone();
             let now = Instant::now();
             for node in desired.iter().filter(|n| n.record.replica == 0) {
-                let Some(production) = &node.production else { continue };
+                let Some(production) = &node.production else {
+                    continue;
+                };
                 let due = next_due
                     .entry(node.record.name.clone())
                     .or_insert(now + production.block_interval.get());
@@ -1027,7 +1121,9 @@ impl Controller {
                 *due = now + production.block_interval.get();
                 let ready = lock(&self.inner.live)
                     .get(&node.record.name)
-                    .is_some_and(|l| l.handle.is_some() && l.probe_ok_since_start && l.phase != Phase::Stopping);
+                    .is_some_and(|l| {
+                        l.handle.is_some() && l.probe_ok_since_start && l.phase != Phase::Stopping
+                    });
                 if !ready {
                     continue;
                 }
@@ -1038,8 +1134,12 @@ impl Controller {
                 let name = node.record.name.clone();
                 tokio::spawn(async move {
                     match adapter.produce(&rpc, &endpoint, reward.as_deref()).await {
-                        Ok(block) => tracing::debug!(node = %name, hash = %block.hash, "produced a block"),
-                        Err(err) => tracing::warn!(node = %name, error = %err, "block production failed"),
+                        Ok(block) => {
+                            tracing::debug!(node = %name, hash = %block.hash, "produced a block")
+                        }
+                        Err(err) => {
+                            tracing::warn!(node = %name, error = %err, "block production failed")
+                        }
                     }
                 });
             }
@@ -1083,7 +1183,8 @@ fn chain_of(name: &str) -> Option<Chain> {
 
 /// The runtime spec a stored record was started with, for adoption and stopping.
 fn record_spec(record: &NodeRecord) -> Option<NodeSpec> {
-    let launch: chainfleet_chains::LaunchSpec = serde_json::from_str(record.launch.as_deref()?).ok()?;
+    let launch: chainfleet_chains::LaunchSpec =
+        serde_json::from_str(record.launch.as_deref()?).ok()?;
     Some(NodeSpec {
         name: record.name.clone(),
         launch,

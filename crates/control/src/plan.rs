@@ -87,15 +87,18 @@ pub fn plan(
             return Ok(port);
         }
         for _ in 0..100 {
-            let port = chainfleet_runtime::ports::pick_free().map_err(|source| ControlError::Io {
-                action: "find a free port".into(),
-                source,
-            })?;
+            let port =
+                chainfleet_runtime::ports::pick_free().map_err(|source| ControlError::Io {
+                    action: "find a free port".into(),
+                    source,
+                })?;
             if taken.insert(port) {
                 return Ok(port);
             }
         }
-        Err(ControlError::Invalid("could not find a free port after 100 tries".into()))
+        Err(ControlError::Invalid(
+            "could not find a free port after 100 tries".into(),
+        ))
     };
 
     let groups = network_groups(fleet);
@@ -154,7 +157,11 @@ pub fn plan(
         let adapter = Adapter::for_chain(instance.chain);
         let mut peer_p2p_ports = Vec::new();
         for peer_instance in std::iter::once(&instance.name).chain(instance.peers.iter()) {
-            for (peer_name, port) in p2p_of_instance.get(peer_instance.as_str()).into_iter().flatten() {
+            for (peer_name, port) in p2p_of_instance
+                .get(peer_instance.as_str())
+                .into_iter()
+                .flatten()
+            {
                 if *peer_name != record.name {
                     peer_p2p_ports.push(*port);
                 }
@@ -180,19 +187,28 @@ pub fn plan(
             rpc_password: record.rpc_password.clone(),
             peer_p2p_ports,
         };
-        let launch: LaunchSpec = adapter.launch(&layout).map_err(|source| ControlError::Chain {
-            node: record.name.clone(),
-            source,
-        })?;
+        let launch: LaunchSpec = adapter
+            .launch(&layout)
+            .map_err(|source| ControlError::Chain {
+                node: record.name.clone(),
+                source,
+            })?;
         let spec = NodeSpec {
             name: record.name.clone(),
             launch,
             data_dir,
             log_path: log_path(state_dir, &record.name),
-            ports: vec![("rpc".into(), record.rpc_port), ("p2p".into(), record.p2p_port)],
+            ports: vec![
+                ("rpc".into(), record.rpc_port),
+                ("p2p".into(), record.p2p_port),
+            ],
             run_as: fleet.settings.run_as.clone(),
         };
-        let production = match (instance.role, instance.network.is_local(), &instance.production) {
+        let production = match (
+            instance.role,
+            instance.network.is_local(),
+            &instance.production,
+        ) {
             (Role::Producer, true, Some(p)) => Some(p.clone()),
             (Role::Producer, true, None) => Some(Production {
                 block_interval: chainfleet_spec::DurationText(Duration::from_secs(5)),
@@ -244,7 +260,9 @@ fn network_groups(fleet: &Fleet) -> Vec<usize> {
             }
         }
     }
-    (0..fleet.instances.len()).map(|i| root(&mut parent, i)).collect()
+    (0..fleet.instances.len())
+        .map(|i| root(&mut parent, i))
+        .collect()
 }
 
 #[cfg(test)]
@@ -267,7 +285,9 @@ instances:
 
     #[test]
     fn ports_are_stable_peers_are_linked_and_groups_follow_peers() {
-        let fleet = chainfleet_spec::parse(FLEET, "t.yaml").expect("valid").fleet;
+        let fleet = chainfleet_spec::parse(FLEET, "t.yaml")
+            .expect("valid")
+            .fleet;
         let dir = Path::new("/tmp/state-x");
         let first = plan(&fleet, dir, &[]).expect("plan");
         assert_eq!(first.len(), 4);
@@ -285,10 +305,20 @@ instances:
         assert_eq!(all_ports.len(), 8, "ports must not clash");
         // b-0 connects to both a replicas; a-0 to a-1.
         let b = &first[2];
-        let b_args = b.spec.launch.config_file.as_ref().map(|(_, c)| c.clone()).unwrap_or_default()
+        let b_args = b
+            .spec
+            .launch
+            .config_file
+            .as_ref()
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
             + &b.spec.launch.args.join(" ");
         for a in &first[..2] {
-            assert!(b_args.contains(&a.record.p2p_port.to_string()), "b lacks peer {}", a.record.name);
+            assert!(
+                b_args.contains(&a.record.p2p_port.to_string()),
+                "b lacks peer {}",
+                a.record.name
+            );
         }
         assert_eq!(first[0].network_group, first[2].network_group);
         assert_ne!(first[0].network_group, first[3].network_group);

@@ -102,8 +102,10 @@ impl Store {
     /// Open (creating) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, ControlError> {
         let conn = Connection::open(path).map_err(db_error("open the state database"))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")
-            .map_err(db_error("configure the state database"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+        )
+        .map_err(db_error("configure the state database"))?;
         conn.execute_batch(SCHEMA)
             .map_err(db_error("create the state tables"))?;
         Ok(Store {
@@ -113,13 +115,17 @@ impl Store {
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent; keep going.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A metadata value such as the desired manifest.
     pub fn meta(&self, key: &str) -> Result<Option<String>, ControlError> {
         self.conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
             .optional()
             .map_err(db_error("read metadata"))
     }
@@ -165,7 +171,8 @@ impl Store {
                 })
             })
             .map_err(db_error("read nodes"))?;
-        rows.collect::<Result<_, _>>().map_err(db_error("read nodes"))
+        rows.collect::<Result<_, _>>()
+            .map_err(db_error("read nodes"))
     }
 
     /// Insert or replace a node record.
@@ -206,7 +213,12 @@ impl Store {
     }
 
     /// Record an event and return it with its id.
-    pub fn add_event(&self, node: Option<&str>, kind: &str, message: &str) -> Result<Event, ControlError> {
+    pub fn add_event(
+        &self,
+        node: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) -> Result<Event, ControlError> {
         let time_ms = now_ms();
         let conn = self.conn();
         conn.execute(
@@ -247,7 +259,8 @@ impl Store {
                 })
             })
             .map_err(db_error("read events"))?;
-        rows.collect::<Result<_, _>>().map_err(db_error("read events"))
+        rows.collect::<Result<_, _>>()
+            .map_err(db_error("read events"))
     }
 
     /// The last `limit` events of one node, oldest first.
@@ -270,13 +283,18 @@ impl Store {
                 })
             })
             .map_err(db_error("read events"))?;
-        let mut events: Vec<Event> = rows.collect::<Result<_, _>>().map_err(db_error("read events"))?;
+        let mut events: Vec<Event> = rows
+            .collect::<Result<_, _>>()
+            .map_err(db_error("read events"))?;
         events.reverse();
         Ok(events)
     }
 
     /// Save the last status of every node, in one transaction.
-    pub fn save_statuses<'a>(&self, statuses: impl Iterator<Item = (&'a str, String)>) -> Result<(), ControlError> {
+    pub fn save_statuses<'a>(
+        &self,
+        statuses: impl Iterator<Item = (&'a str, String)>,
+    ) -> Result<(), ControlError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_error("save statuses"))?;
         for (name, json) in statuses {
@@ -298,7 +316,8 @@ impl Store {
         let rows = statement
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(db_error("read statuses"))?;
-        rows.collect::<Result<_, _>>().map_err(db_error("read statuses"))
+        rows.collect::<Result<_, _>>()
+            .map_err(db_error("read statuses"))
     }
 }
 
@@ -340,16 +359,26 @@ mod tests {
             let store = Store::open(&path).expect("open");
             store.put_node(&record("ltc-0")).expect("put");
             store.set_meta("manifest", "text").expect("meta");
-            store.add_event(Some("ltc-0"), "started", "pid 42").expect("event");
-            store.save_statuses([("ltc-0", "{\"h\":1}".to_string())].into_iter()).expect("status");
+            store
+                .add_event(Some("ltc-0"), "started", "pid 42")
+                .expect("event");
+            store
+                .save_statuses([("ltc-0", "{\"h\":1}".to_string())].into_iter())
+                .expect("status");
         }
         let store = Store::open(&path).expect("reopen");
         assert_eq!(store.nodes().expect("nodes"), vec![record("ltc-0")]);
-        assert_eq!(store.meta("manifest").expect("meta").as_deref(), Some("text"));
+        assert_eq!(
+            store.meta("manifest").expect("meta").as_deref(),
+            Some("text")
+        );
         let events = store.events_after(0, 10).expect("events");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "started");
-        assert_eq!(store.last_events_of("ltc-0", 5).expect("node events").len(), 1);
+        assert_eq!(
+            store.last_events_of("ltc-0", 5).expect("node events").len(),
+            1
+        );
         assert_eq!(store.statuses().expect("statuses").len(), 1);
         store.delete_node("ltc-0").expect("delete");
         assert!(store.nodes().expect("nodes").is_empty());

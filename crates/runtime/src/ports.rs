@@ -9,7 +9,9 @@ pub fn is_free(port: u16) -> bool {
 
 /// A port the OS considers free right now (for automatic assignment).
 pub fn pick_free() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 /// "pid 123 (litecoind)" for the process listening on TCP `port`, if it can be found.
@@ -50,7 +52,8 @@ fn listening_inodes(port: u16) -> Vec<String> {
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9))
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
             else {
                 continue;
             };

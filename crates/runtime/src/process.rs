@@ -102,11 +102,15 @@ impl NodeRuntime for ProcessRuntime {
         }
         prepare_data_dir(spec)?;
         if let Some((path, contents)) = &spec.launch.config_file {
-            write_atomically(path, contents.as_bytes())
-                .map_err(io_error(&spec.name, format!("write config {}", path.display())))?;
+            write_atomically(path, contents.as_bytes()).map_err(io_error(
+                &spec.name,
+                format!("write config {}", path.display()),
+            ))?;
         }
-        let log = logs::open_append(&spec.log_path)
-            .map_err(io_error(&spec.name, format!("open log {}", spec.log_path.display())))?;
+        let log = logs::open_append(&spec.log_path).map_err(io_error(
+            &spec.name,
+            format!("open log {}", spec.log_path.display()),
+        ))?;
         let log_for_stderr = log
             .try_clone()
             .map_err(io_error(&spec.name, "duplicate the log handle".into()))?;
@@ -121,13 +125,16 @@ impl NodeRuntime for ProcessRuntime {
             // Own process group: Ctrl-C on the control plane must not hit nodes directly;
             // they are stopped in order, and survive a control-plane crash for re-adoption.
             .process_group(0);
-        if let Some(user_name) = spec.run_as.as_deref().filter(|_| nix::unistd::geteuid().is_root()) {
-            let user = User::from_name(user_name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| RuntimeError::NoSuchUser {
+        if let Some(user_name) = spec
+            .run_as
+            .as_deref()
+            .filter(|_| nix::unistd::geteuid().is_root())
+        {
+            let user = User::from_name(user_name).ok().flatten().ok_or_else(|| {
+                RuntimeError::NoSuchUser {
                     user: user_name.to_string(),
-                })?;
+                }
+            })?;
             for path in [spec.data_dir.as_path(), spec.log_path.as_path()] {
                 chown_to(path, &user)
                     .map_err(io_error(&spec.name, format!("chown {}", path.display())))?;
@@ -221,7 +228,9 @@ fn is_process_of(spec: &NodeSpec, pid: u32) -> bool {
     let data_dir = spec.data_dir.to_string_lossy();
     runs_program
         && args.iter().skip(1).any(|arg| {
-            arg.strip_suffix('/').unwrap_or(arg).ends_with(data_dir.as_ref())
+            arg.strip_suffix('/')
+                .unwrap_or(arg)
+                .ends_with(data_dir.as_ref())
                 || arg.contains(&format!("{data_dir}/"))
         })
 }

@@ -250,7 +250,11 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(
         let field_path = unknown_name(&message)
             .map(|field| {
                 if path.is_empty() || path == field || path.ends_with(&format!(".{field}")) {
-                    if path.is_empty() { field.to_string() } else { path.clone() }
+                    if path.is_empty() {
+                        field.to_string()
+                    } else {
+                        path.clone()
+                    }
                 } else {
                     format!("{path}.{field}")
                 }
@@ -289,7 +293,9 @@ fn explain_serde_error(message: &str) -> String {
     };
     let allowed = expected.join(", ");
     match nearest(unknown, expected) {
-        Some(near) => format!("unknown {kind} `{unknown}`; did you mean `{near}`? (allowed: {allowed})"),
+        Some(near) => {
+            format!("unknown {kind} `{unknown}`; did you mean `{near}`? (allowed: {allowed})")
+        }
         None => format!("unknown {kind} `{unknown}` (allowed: {allowed})"),
     }
 }

@@ -136,19 +136,29 @@ fn every_problem_is_reported_not_just_the_first() {
 
 #[test]
 fn wrong_version_and_kind_are_errors() {
-    let problems = match parse("apiVersion: v2\nkind: Pod\ninstances:\n  - name: a\n    chain: litecoin\n", "t.yaml") {
+    let problems = match parse(
+        "apiVersion: v2\nkind: Pod\ninstances:\n  - name: a\n    chain: litecoin\n",
+        "t.yaml",
+    ) {
         Err(SpecError::Invalid { problems, .. }) => problems,
         other => panic!("expected Invalid, got {other:?}"),
     };
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    assert!(text.iter().any(|p| p.starts_with("apiVersion: `v2` is not supported")));
-    assert!(text.iter().any(|p| p.starts_with("kind: `Pod` is not supported")));
+    assert!(text
+        .iter()
+        .any(|p| p.starts_with("apiVersion: `v2` is not supported")));
+    assert!(text
+        .iter()
+        .any(|p| p.starts_with("kind: `Pod` is not supported")));
 }
 
 #[test]
 fn hostile_documents_are_rejected_cleanly() {
     let huge = "a".repeat(MAX_MANIFEST_BYTES + 1);
-    assert!(matches!(parse(&huge, "big.yaml"), Err(SpecError::TooLarge { .. })));
+    assert!(matches!(
+        parse(&huge, "big.yaml"),
+        Err(SpecError::TooLarge { .. })
+    ));
     let deep = format!("{HEADER}x: {}{}\n", "[".repeat(500), "]".repeat(500));
     assert!(parse(&deep, "deep.yaml").is_err());
     for text in ["", "---\n", "42\n", "- a\n- b\n", "\u{feff}kind: Fleet\n"] {
@@ -172,7 +182,12 @@ fn released_manifest_versions_still_parse() {
 fn schema_lists_instance_fields() {
     let schema = json_schema();
     let text = schema.to_string();
-    for field in ["replicas", "blockInterval", "rewardAddress", "probeInterval"] {
+    for field in [
+        "replicas",
+        "blockInterval",
+        "rewardAddress",
+        "probeInterval",
+    ] {
         assert!(text.contains(field), "schema lacks {field}");
     }
 }

@@ -98,10 +98,7 @@ fn check_settings(fleet: &Fleet, out: &mut Vec<Finding>) {
     }
     if let Some(user) = &settings.run_as {
         if user.is_empty() || user.contains(['\0', '\n', '/', ':']) {
-            out.push(Finding::new(
-                "settings.runAs",
-                "must be a plain user name",
-            ));
+            out.push(Finding::new("settings.runAs", "must be a plain user name"));
         }
     }
 }
@@ -112,10 +109,7 @@ pub(crate) fn check_instance(instance: &Instance, at: &str, out: &mut Vec<Findin
         out.push(Finding::new(format!("{at}.name"), message));
     }
     if instance.replicas < 1 {
-        out.push(Finding::new(
-            format!("{at}.replicas"),
-            "must be at least 1",
-        ));
+        out.push(Finding::new(format!("{at}.replicas"), "must be at least 1"));
     } else if instance.replicas > MAX_REPLICAS {
         out.push(Finding::new(
             format!("{at}.replicas"),
@@ -283,7 +277,13 @@ fn check_port_clashes(fleet: &Fleet, out: &mut Vec<Finding>) {
     }
 }
 
-fn duration_in_range(path: &str, value: Duration, min: Duration, max: Duration, out: &mut Vec<Finding>) {
+fn duration_in_range(
+    path: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+    out: &mut Vec<Finding>,
+) {
     if value < min || value > max {
         out.push(Finding::new(
             path,

@@ -286,10 +286,7 @@ mod tests {
         assert_eq!((pos.line, pos.column), (4, 8));
         let key = doc.key_positions.get("list[0].n").expect("key position");
         assert_eq!((key.line, key.column), (4, 5));
-        assert_eq!(
-            doc.position_of("list[0].n.deeper").map(|p| p.line),
-            Some(4)
-        );
+        assert_eq!(doc.position_of("list[0].n.deeper").map(|p| p.line), Some(4));
     }
 
     #[test]

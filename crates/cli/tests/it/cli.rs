@@ -30,8 +30,14 @@ instances:
     let out = chainfleet(&["validate", "-f", file.to_str().expect("utf8")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("instances[0].replicas: must be at least 1 (line 6, column 15)"), "{err}");
-    assert!(err.contains("instances[1].replicaz: unknown field `replicaz`; did you mean `replicas`?"), "{err}");
+    assert!(
+        err.contains("instances[0].replicas: must be at least 1 (line 6, column 15)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("instances[1].replicaz: unknown field `replicaz`; did you mean `replicas`?"),
+        "{err}"
+    );
 
     let json = chainfleet(&["validate", "-f", file.to_str().expect("utf8"), "--json"]);
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json output");
@@ -43,12 +49,17 @@ instances:
 fn validate_accepts_the_example_and_rejects_missing_files() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/devnet.yaml");
     let out = chainfleet(&["validate", "-f", example]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid (4 instances, 5 nodes)"));
 
     let out = chainfleet(&["validate", "-f", "/nonexistent/fleet.yaml"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read manifest /nonexistent/fleet.yaml"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read manifest /nonexistent/fleet.yaml"));
 }
 
 #[test]

@@ -12,7 +12,8 @@ struct ControlPlane {
 impl ControlPlane {
     fn start(manifest: &Path, state_dir: &Path) -> ControlPlane {
         let port = chainfleet_testkit::free_port();
-        let log = std::fs::File::create(state_dir.with_extension(format!("cp-{port}.log"))).expect("log");
+        let log =
+            std::fs::File::create(state_dir.with_extension(format!("cp-{port}.log"))).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_chainfleet"))
             .args(["up", "-f"])
             .arg(manifest)
@@ -45,7 +46,11 @@ impl ControlPlane {
         serde_json::from_slice(&out.stdout).ok()
     }
 
-    fn wait_nodes(&self, what: &str, mut check: impl FnMut(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    fn wait_nodes(
+        &self,
+        what: &str,
+        mut check: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let start = Instant::now();
         let mut last = None;
         while start.elapsed() < Duration::from_secs(90) {
@@ -109,7 +114,17 @@ instances:
     let nodes = first.wait_nodes("two healthy nodes", |n| {
         n.len() == 2 && n.iter().all(|x| x["state"] == "healthy")
     });
-    for field in ["name", "instance", "replica", "chain", "state", "height", "best_hash", "peers", "pid"] {
+    for field in [
+        "name",
+        "instance",
+        "replica",
+        "chain",
+        "state",
+        "height",
+        "best_hash",
+        "peers",
+        "pid",
+    ] {
         assert!(nodes[0].get(field).is_some(), "status --json lacks {field}");
     }
     let before = pids(&nodes);
@@ -117,9 +132,15 @@ instances:
 
     let table = first.cli(&["status"]);
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.starts_with("NAME") && table.contains("ltc-1") && table.contains("healthy"), "{table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("ltc-1") && table.contains("healthy"),
+        "{table}"
+    );
     let logs = first.cli(&["logs", "ltc-0", "--tail", "5"]);
-    assert!(logs.status.success() && !logs.stdout.is_empty(), "logs: {logs:?}");
+    assert!(
+        logs.status.success() && !logs.stdout.is_empty(),
+        "logs: {logs:?}"
+    );
     let unknown = first.cli(&["logs", "nope-0"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no node is named `nope-0`"));
 
@@ -133,7 +154,11 @@ instances:
     let nodes = second.wait_nodes("re-adopted nodes", |n| {
         n.len() == 2 && n.iter().all(|x| x["state"] == "healthy")
     });
-    assert_eq!(pids(&nodes), before, "pids changed: nodes were restarted, not adopted");
+    assert_eq!(
+        pids(&nodes),
+        before,
+        "pids changed: nodes were restarted, not adopted"
+    );
     for node in ["ltc-0", "ltc-1"] {
         assert_eq!(
             processes_mentioning(&format!("{state_str}/nodes/{node}/")),
@@ -149,11 +174,16 @@ instances:
     assert!(String::from_utf8_lossy(&down.stdout).contains("stopped 2 nodes"));
     for pid in before {
         let start = Instant::now();
-        while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < Duration::from_secs(10) {
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && start.elapsed() < Duration::from_secs(10)
+        {
             std::thread::sleep(Duration::from_millis(100));
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(status.is_empty() || status.contains(") Z"), "node pid {pid} still runs after down");
+        assert!(
+            status.is_empty() || status.contains(") Z"),
+            "node pid {pid} still runs after down"
+        );
     }
 }
 
@@ -202,7 +232,9 @@ fn raw_http(api: &str, request: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = api.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to API");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let _ = stream.write_all(request);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
@@ -247,18 +279,27 @@ fn the_api_rejects_hostile_requests_and_keeps_serving() {
         &post("/v1/apply", b"apiVersion: chainfleet.dev/v1alpha1\nkind: Fleet\ninstances:\n  - name: ltc\n    chain: litecoin\n    replicas: 0\n"),
     );
     assert_eq!(status, 400);
-    assert!(body.contains("instances[0].replicas: must be at least 1 (line 6, column 15)"), "{body}");
+    assert!(
+        body.contains("instances[0].replicas: must be at least 1 (line 6, column 15)"),
+        "{body}"
+    );
     let (status, body) = raw_http(&plane.api, &post("/v1/apply", &[0xff, 0xfe, b'a']));
     assert_eq!(status, 400);
     assert!(body.contains("not valid UTF-8"), "{body}");
     let huge = vec![b'a'; 3 * 1024 * 1024];
     let (status, _) = raw_http(&plane.api, &post("/v1/apply", &huge));
     assert_eq!(status, 413);
-    let (status, _) = raw_http(&plane.api, b"GET /v1/nodes/%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, _) = raw_http(
+        &plane.api,
+        b"GET /v1/nodes/%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(status == 404 || status == 400, "status {status}");
     let (status, _) = raw_http(&plane.api, b"GARBAGE\r\n\r\n");
     assert!(status == 400 || status == 0, "status {status}");
-    let (status, _) = raw_http(&plane.api, b"GET /v1/events?after=notanumber HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, _) = raw_http(
+        &plane.api,
+        b"GET /v1/events?after=notanumber HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status, 400);
 
     // Nothing changed: same node, same pid, API still answers.

@@ -112,7 +112,10 @@ pub fn node<'a>(snapshot: &'a FleetSnapshot, name: &str) -> &'a NodeStatus {
 pub fn litecoin_cli(state_dir: &Path, node: &str, args: &[&str]) -> String {
     let data_dir = state_dir.join("nodes").join(node);
     let output = std::process::Command::new("litecoin-cli")
-        .arg(format!("-conf={}", data_dir.join("litecoin.conf").display()))
+        .arg(format!(
+            "-conf={}",
+            data_dir.join("litecoin.conf").display()
+        ))
         .arg(format!("-datadir={}", data_dir.display()))
         .args(args)
         .output()
@@ -127,7 +130,11 @@ pub fn litecoin_cli(state_dir: &Path, node: &str, args: &[&str]) -> String {
 
 /// A valid litecoin regtest address for mining in tests.
 pub fn mine(state_dir: &Path, node: &str, blocks: u32) {
-    litecoin_cli(state_dir, node, &["generatetodescriptor", &blocks.to_string(), "raw(51)"]);
+    litecoin_cli(
+        state_dir,
+        node,
+        &["generatetodescriptor", &blocks.to_string(), "raw(51)"],
+    );
 }
 
 pub fn kill9(pid: u32) {

@@ -21,13 +21,17 @@ async fn two_replicas_peer_share_blocks_and_report_true_heights() {
     let fleet = TestFleet::start(TWO_LITECOIN).await;
     let state = fleet.state_dir();
     fleet
-        .wait_for("both replicas up with a peer", Duration::from_secs(60), |s| {
-            s.nodes.len() == 2 && s.nodes.iter().all(|n| n.peers.unwrap_or(0) >= 1)
-        })
+        .wait_for(
+            "both replicas up with a peer",
+            Duration::from_secs(60),
+            |s| s.nodes.len() == 2 && s.nodes.iter().all(|n| n.peers.unwrap_or(0) >= 1),
+        )
         .await;
     mine(&state, "ltc-0", 3);
     let snapshot = fleet
-        .wait_for("both at height 3", Duration::from_secs(30), |s| all_healthy_at(s, 3))
+        .wait_for("both at height 3", Duration::from_secs(30), |s| {
+            all_healthy_at(s, 3)
+        })
         .await;
     for name in ["ltc-0", "ltc-1"] {
         let status = node(&snapshot, name);
@@ -60,12 +64,19 @@ async fn a_killed_node_is_restarted_and_catches_up() {
         .await;
     mine(&state, "ltc-0", 2);
     let after = fleet
-        .wait_for("ltc-1 back in sync", Duration::from_secs(60), |s| all_healthy_at(s, 2))
+        .wait_for("ltc-1 back in sync", Duration::from_secs(60), |s| {
+            all_healthy_at(s, 2)
+        })
         .await;
-    assert_eq!(node(&after, "ltc-1").best_hash, node(&after, "ltc-0").best_hash);
+    assert_eq!(
+        node(&after, "ltc-1").best_hash,
+        node(&after, "ltc-0").best_hash
+    );
     let events = fleet.controller.events_after(0, 1000).expect("events");
     assert!(
-        events.iter().any(|e| e.kind == "exited" && e.node.as_deref() == Some("ltc-1")),
+        events
+            .iter()
+            .any(|e| e.kind == "exited" && e.node.as_deref() == Some("ltc-1")),
         "no exit event: {events:#?}"
     );
     fleet.stop().await;
@@ -93,25 +104,42 @@ async fn apply_rolls_replicas_one_at_a_time_and_scales() {
     assert_eq!(summary.changed, vec!["ltc-0", "ltc-1"]);
     assert_eq!(summary.added, vec!["extra-0"]);
     fleet
-        .wait_for("both restarted and healthy, extra up", Duration::from_secs(90), |s| {
-            s.nodes.len() == 3
-                && s.nodes.iter().all(|n| n.state == "healthy")
-                && s.nodes.iter().filter_map(|n| n.pid).all(|p| !old_pids.contains(&p))
-        })
+        .wait_for(
+            "both restarted and healthy, extra up",
+            Duration::from_secs(90),
+            |s| {
+                s.nodes.len() == 3
+                    && s.nodes.iter().all(|n| n.state == "healthy")
+                    && s.nodes
+                        .iter()
+                        .filter_map(|n| n.pid)
+                        .all(|p| !old_pids.contains(&p))
+            },
+        )
         .await;
     // One at a time: the second update starts only after the first is healthy again.
     let events = fleet.controller.events_after(0, 1000).expect("events");
     let order: Vec<(String, String)> = events
         .iter()
-        .filter(|e| e.kind == "updating" || (e.kind == "healthy" && e.message.contains("after update")))
+        .filter(|e| {
+            e.kind == "updating" || (e.kind == "healthy" && e.message.contains("after update"))
+        })
         .map(|e| (e.kind.clone(), e.node.clone().unwrap_or_default()))
         .collect();
     assert_eq!(order.len(), 4, "{order:?}");
     assert_eq!(order[0].0, "updating");
-    assert_eq!(order[1], ("healthy".to_string(), order[0].1.clone()), "{order:?}");
+    assert_eq!(
+        order[1],
+        ("healthy".to_string(), order[0].1.clone()),
+        "{order:?}"
+    );
     assert_eq!(order[2].0, "updating");
     assert_ne!(order[2].1, order[0].1);
-    assert_eq!(order[3], ("healthy".to_string(), order[2].1.clone()), "{order:?}");
+    assert_eq!(
+        order[3],
+        ("healthy".to_string(), order[2].1.clone()),
+        "{order:?}"
+    );
 
     let summary = fleet.apply(
         "instances:
@@ -123,7 +151,9 @@ async fn apply_rolls_replicas_one_at_a_time_and_scales() {
     );
     assert_eq!(summary.removed, vec!["extra-0", "ltc-1"]);
     fleet
-        .wait_for("scaled down to one", Duration::from_secs(60), |s| s.nodes.len() == 1)
+        .wait_for("scaled down to one", Duration::from_secs(60), |s| {
+            s.nodes.len() == 1
+        })
         .await;
     fleet.stop().await;
 }
@@ -155,15 +185,30 @@ async fn bad_nodes_show_why_in_status_and_events() {
                 && !crashed.log_tail.is_empty()
         })
         .await;
-    let nobin = node(&snapshot, "nobin-0").last_error.clone().unwrap_or_default();
-    assert!(nobin.contains("`no-such-litecoind` was not found"), "{nobin}");
-    let busy_error = node(&snapshot, "busy-0").last_error.clone().unwrap_or_default();
+    let nobin = node(&snapshot, "nobin-0")
+        .last_error
+        .clone()
+        .unwrap_or_default();
     assert!(
-        busy_error.contains(&format!("rpc port {busy_port} is already in use by pid {}", std::process::id())),
+        nobin.contains("`no-such-litecoind` was not found"),
+        "{nobin}"
+    );
+    let busy_error = node(&snapshot, "busy-0")
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        busy_error.contains(&format!(
+            "rpc port {busy_port} is already in use by pid {}",
+            std::process::id()
+        )),
         "{busy_error}"
     );
     let tail = node(&snapshot, "badarg-0").log_tail.join("\n");
-    assert!(tail.contains("no-such-option-xyz"), "log tail lacks the cause: {tail}");
+    assert!(
+        tail.contains("no-such-option-xyz"),
+        "log tail lacks the cause: {tail}"
+    );
     drop(busy);
     fleet.stop().await;
 }
