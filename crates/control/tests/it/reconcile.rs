@@ -178,6 +178,9 @@ async fn bad_nodes_show_why_in_status_and_events() {
     .await;
     let snapshot = fleet
         .wait_for("three failures explained", Duration::from_secs(60), |s| {
+            if s.nodes.len() != 3 {
+                return false;
+            }
             let crashed = node(s, "badarg-0");
             node(s, "nobin-0").state == "failed"
                 && node(s, "busy-0").state == "failed"
