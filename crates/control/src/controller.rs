@@ -189,11 +189,16 @@ fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ControlError> {
 impl Controller {
     /// Open the state dir, load the stored manifest if any, and get ready to run.
     pub fn open(
-        options: ControllerOptions,
+        mut options: ControllerOptions,
         runtime: Arc<dyn NodeRuntime>,
     ) -> Result<Self, ControlError> {
         std::fs::create_dir_all(&options.state_dir).map_err(io(format!(
             "create state dir {}",
+            options.state_dir.display()
+        )))?;
+        // Nodes run with their data dir as working directory: every path must be absolute.
+        options.state_dir = std::fs::canonicalize(&options.state_dir).map_err(io(format!(
+            "resolve state dir {}",
             options.state_dir.display()
         )))?;
         let state_lock = lock_state_dir(&options.state_dir)?;

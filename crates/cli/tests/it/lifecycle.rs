@@ -11,10 +11,17 @@ struct ControlPlane {
 
 impl ControlPlane {
     fn start(manifest: &Path, state_dir: &Path) -> ControlPlane {
+        Self::start_in(Path::new("."), manifest, state_dir)
+    }
+
+    /// Start in working directory `cwd`; `state_dir` may be relative to it.
+    fn start_in(cwd: &Path, manifest: &Path, state_dir: &Path) -> ControlPlane {
         let port = chainfleet_testkit::free_port();
         let log =
-            std::fs::File::create(state_dir.with_extension(format!("cp-{port}.log"))).expect("log");
+            std::fs::File::create(cwd.join(state_dir).with_extension(format!("cp-{port}.log")))
+                .expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_chainfleet"))
+            .current_dir(cwd)
             .args(["up", "-f"])
             .arg(manifest)
             .arg("--state-dir")
@@ -267,8 +274,11 @@ fn the_api_rejects_hostile_requests_and_keeps_serving() {
         "apiVersion: chainfleet.dev/v1alpha1\nkind: Fleet\ninstances:\n  - name: ltc\n    chain: litecoin\n",
     )
     .expect("write manifest");
-    let plane = ControlPlane::start(&manifest, &dir.path().join("state"));
-    let nodes = plane.wait_nodes("one node", |n| n.len() == 1 && n[0]["pid"].is_u64());
+    // A relative state dir, as `make run` uses: nodes must still find their files.
+    let plane = ControlPlane::start_in(dir.path(), &manifest, Path::new("state"));
+    let nodes = plane.wait_nodes("one healthy node", |n| {
+        n.len() == 1 && n[0]["state"] == "healthy"
+    });
     let pid = nodes[0]["pid"].as_u64();
 
     let (status, body) = raw_http(&plane.api, &post("/v1/apply", b"instances: [\n"));
