@@ -22,3 +22,4 @@ test: install lint
 
 bench: install
 	./scripts/bench-probe.sh
+	./scripts/bench-memory.sh
