@@ -1,6 +1,9 @@
 //! `chainfleet`: the command line. Thin: argument parsing and wiring.
 
+mod alerts_cmd;
 mod client;
+mod gateway_cmd;
+mod producers_cmd;
 mod table;
 
 use std::net::SocketAddr;
@@ -132,6 +135,12 @@ enum Command {
         #[arg(long, env = "CHAINFLEET_STATE_DIR", default_value = ".chainfleet")]
         state_dir: PathBuf,
     },
+    #[command(flatten)]
+    Gateway(gateway_cmd::Commands),
+    #[command(flatten)]
+    Alerts(alerts_cmd::Commands),
+    #[command(flatten)]
+    Producers(producers_cmd::Commands),
 }
 
 fn main() {
@@ -253,6 +262,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Down { api, state_dir } => down(&api.api, state_dir).await,
+        Command::Gateway(command) => gateway_cmd::run(command).await,
+        Command::Alerts(command) => alerts_cmd::run(command).await,
+        Command::Producers(command) => producers_cmd::run(command).await,
     }
 }
 

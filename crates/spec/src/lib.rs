@@ -1,6 +1,9 @@
 //! The Chainfleet fleet manifest: types, defaults, validation with field
 //! paths and line numbers, and a JSON Schema for editors.
 
+pub mod access;
+pub mod alerting;
+pub mod failover;
 mod manifest;
 mod validate;
 pub mod yaml;

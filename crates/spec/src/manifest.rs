@@ -27,6 +27,12 @@ pub struct Fleet {
     /// Fleet-wide settings.
     #[serde(default)]
     pub settings: Settings,
+    /// Producer groups: exactly one active block producer per group.
+    #[serde(default)]
+    pub producer_groups: BTreeMap<String, crate::failover::ProducerGroup>,
+    /// Alert rules and notification channels.
+    #[serde(default)]
+    pub alerting: crate::alerting::Alerting,
     /// The node instances of this fleet.
     #[serde(default)]
     pub instances: Vec<Instance>,
@@ -250,6 +256,16 @@ pub struct Instance {
     /// How long a graceful stop may take before the node is killed.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: DurationText,
+    /// The producer group this instance's members belong to. A producer
+    /// instance with 2 or more replicas forms its own group when this is omitted.
+    #[serde(default)]
+    pub producer_group: Option<String>,
+    /// Who may call which RPC methods through the gateway.
+    #[serde(default)]
+    pub access: crate::access::Access,
+    /// External RPC endpoints of the same chain, used as height references.
+    #[serde(default)]
+    pub references: Vec<crate::alerting::ReferenceEndpoint>,
 }
 
 fn default_network() -> Network {

@@ -75,6 +75,9 @@ pub fn check(fleet: &Fleet) -> Vec<Finding> {
     }
     check_peers(fleet, &first_index_of, &mut out);
     check_port_clashes(fleet, &mut out);
+    crate::failover::check(fleet, &mut out);
+    crate::alerting::check(fleet, &mut out);
+    crate::access::check(fleet, &mut out);
     out
 }
 
