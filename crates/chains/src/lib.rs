@@ -206,9 +206,14 @@ impl Adapter {
 
     /// Where a node's RPC is, given its layout.
     pub fn endpoint(self, layout: &NodeLayout) -> Endpoint {
-        let mut endpoint = Endpoint::local(layout.rpc_port);
+        self.local_endpoint(layout.rpc_port, &layout.rpc_user, &layout.rpc_password)
+    }
+
+    /// Where a node's RPC is, given its port and generated credentials.
+    pub fn local_endpoint(self, rpc_port: u16, rpc_user: &str, rpc_password: &str) -> Endpoint {
+        let mut endpoint = Endpoint::local(rpc_port);
         if self.family() == Family::Bitcoin {
-            endpoint.basic_auth = Some((layout.rpc_user.clone(), layout.rpc_password.clone()));
+            endpoint.basic_auth = Some((rpc_user.to_string(), rpc_password.to_string()));
         }
         endpoint
     }

@@ -11,13 +11,28 @@ use crate::ChainError;
 /// Largest node answer read, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Where and how to reach a node's RPC.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where and how to reach a node's RPC. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// Base URL, e.g. `http://127.0.0.1:18443`.
     pub url: String,
     /// HTTP basic auth (user, password), if the node needs it. Never logged.
     pub basic_auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field(
+                "basic_auth",
+                &self
+                    .basic_auth
+                    .as_ref()
+                    .map(|(user, _)| (user, "<redacted>")),
+            )
+            .finish()
+    }
 }
 
 impl Endpoint {

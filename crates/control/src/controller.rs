@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use crate::plan::{self, DesiredNode};
 use crate::store::{now_ms, Event, NodeRecord, Store};
-use crate::{ControlError, FleetSnapshot, NodeStatus};
+use crate::{ControlError, FleetSnapshot, NodeStatus, Upstream, UpstreamSnapshot};
 
 /// Crashes within this window that make a node crash-looping.
 const CRASH_WINDOW: Duration = Duration::from_secs(300);
@@ -136,6 +136,7 @@ struct Inner {
     desired: RwLock<Desired>,
     live: Mutex<HashMap<String, Live>>,
     snapshot: watch::Sender<Arc<FleetSnapshot>>,
+    upstreams: watch::Sender<Arc<UpstreamSnapshot>>,
     events: broadcast::Sender<Event>,
     wake: Notify,
     reconcile_lock: tokio::sync::Mutex<()>,
@@ -208,6 +209,7 @@ impl Controller {
             source,
         })?;
         let (snapshot, _) = watch::channel(Arc::new(FleetSnapshot::default()));
+        let (upstreams, _) = watch::channel(Arc::new(UpstreamSnapshot::default()));
         let (events, _) = broadcast::channel(1024);
         let controller = Controller {
             inner: Arc::new(Inner {
@@ -221,6 +223,7 @@ impl Controller {
                 }),
                 live: Mutex::new(HashMap::new()),
                 snapshot,
+                upstreams,
                 events,
                 wake: Notify::new(),
                 reconcile_lock: tokio::sync::Mutex::new(()),
@@ -329,6 +332,11 @@ impl Controller {
     /// Subscribe to status snapshots (one per probe round).
     pub fn snapshots(&self) -> watch::Receiver<Arc<FleetSnapshot>> {
         self.inner.snapshot.subscribe()
+    }
+
+    /// Subscribe to upstream snapshots for the gateway (same rounds as status snapshots).
+    pub fn upstreams(&self) -> watch::Receiver<Arc<UpstreamSnapshot>> {
+        self.inner.upstreams.subscribe()
     }
 
     /// The latest snapshot.
@@ -786,11 +794,7 @@ impl Controller {
             let chain = chain_of(&record.chain);
             let endpoint = chain
                 .map(Adapter::for_chain)
-                .map(|a| chainfleet_chains::Endpoint {
-                    basic_auth: (a.stop_method() == StopMethod::Rpc)
-                        .then(|| (record.rpc_user.clone(), record.rpc_password.clone())),
-                    ..chainfleet_chains::Endpoint::local(record.rpc_port)
-                })
+                .map(|a| a.local_endpoint(record.rpc_port, &record.rpc_user, &record.rpc_password))
                 .unwrap_or_else(|| chainfleet_chains::Endpoint::local(record.rpc_port));
             match chain {
                 Some(chain) => {
@@ -908,10 +912,12 @@ impl Controller {
                 .find(|n| n.record.name == record.name)
                 .map(|n| (n.endpoint.clone(), n.stop_timeout))
                 .unwrap_or_else(|| {
-                    (
-                        chainfleet_chains::Endpoint::local(record.rpc_port),
-                        Duration::from_secs(30),
-                    )
+                    let endpoint = Adapter::for_chain(chain).local_endpoint(
+                        record.rpc_port,
+                        &record.rpc_user,
+                        &record.rpc_password,
+                    );
+                    (endpoint, Duration::from_secs(30))
                 });
             let this = self.clone();
             let name = record.name.clone();
@@ -1086,6 +1092,21 @@ impl Controller {
         if let Err(err) = self.inner.store.save_statuses(saved) {
             tracing::warn!(error = %err, "cannot save statuses");
         }
+        let upstreams = desired
+            .iter()
+            .zip(&nodes)
+            .map(|(node, status)| Upstream {
+                status: status.clone(),
+                chain: node.chain,
+                endpoint: node.endpoint.clone(),
+            })
+            .collect();
+        self.inner
+            .upstreams
+            .send_replace(Arc::new(UpstreamSnapshot {
+                generated_ms: now,
+                upstreams,
+            }));
         self.inner.snapshot.send_replace(Arc::new(FleetSnapshot {
             fleet: self.fleet_name(),
             generated_ms: now,
@@ -1150,6 +1171,41 @@ impl Controller {
             }
         }
     }
+}
+
+/// Upstreams as last saved in a state dir, for a gateway running apart from
+/// its control plane. Statuses are those of the control plane's last probe round.
+pub fn read_upstreams(state_dir: &Path) -> Result<UpstreamSnapshot, ControlError> {
+    let store = Store::open(&state_dir.join("state.db"))?;
+    let statuses: HashMap<String, NodeStatus> = store
+        .statuses()?
+        .into_iter()
+        .filter_map(|(name, json)| Some((name, serde_json::from_str(&json).ok()?)))
+        .collect();
+    let mut generated_ms = 0;
+    let upstreams = store
+        .nodes()?
+        .into_iter()
+        .filter_map(|record| {
+            let chain = chain_of(&record.chain)?;
+            let status = statuses.get(&record.name)?.clone();
+            generated_ms = generated_ms.max(status.updated_ms);
+            let endpoint = Adapter::for_chain(chain).local_endpoint(
+                record.rpc_port,
+                &record.rpc_user,
+                &record.rpc_password,
+            );
+            Some(Upstream {
+                status,
+                chain,
+                endpoint,
+            })
+        })
+        .collect();
+    Ok(UpstreamSnapshot {
+        generated_ms,
+        upstreams,
+    })
 }
 
 /// The status word of a node.

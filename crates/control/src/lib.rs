@@ -8,7 +8,7 @@ pub mod store;
 
 use serde::{Deserialize, Serialize};
 
-pub use controller::{ApplySummary, Controller, ControllerOptions};
+pub use controller::{read_upstreams, ApplySummary, Controller, ControllerOptions};
 pub use store::Event;
 
 /// Errors of the control plane.
@@ -119,4 +119,25 @@ pub struct FleetSnapshot {
     pub generated_ms: i64,
     /// Every node, in manifest order.
     pub nodes: Vec<NodeStatus>,
+}
+
+/// Where the gateway reaches one node, with its status. Holds RPC
+/// credentials: it is deliberately not serializable, and its `Debug` redacts them.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The node's status from the same probe round.
+    pub status: NodeStatus,
+    /// The chain (for the adapter's method catalog).
+    pub chain: chainfleet_spec::Chain,
+    /// The node's RPC endpoint.
+    pub endpoint: chainfleet_chains::Endpoint,
+}
+
+/// Every node's upstream, published once per probe round for the gateway.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamSnapshot {
+    /// When it was computed (Unix ms).
+    pub generated_ms: i64,
+    /// Every node, in manifest order.
+    pub upstreams: Vec<Upstream>,
 }
