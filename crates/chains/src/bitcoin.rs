@@ -247,6 +247,69 @@ pub(crate) async fn produce(
     })
 }
 
+/// The coinbase script that carries a producer epoch: `<8-byte LE epoch> OP_DROP OP_TRUE`.
+/// Anyone reading the chain can decode which epoch produced each block.
+pub(crate) fn epoch_script(epoch: u64) -> String {
+    let bytes: String = epoch
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("08{bytes}7551")
+}
+
+/// The epoch in a coinbase output script written by [`epoch_script`], if it is one.
+pub(crate) fn parse_epoch_script(script_hex: &str) -> Option<u64> {
+    let body = script_hex.strip_prefix("08")?.strip_suffix("7551")?;
+    if body.len() != 16 {
+        return None;
+    }
+    let mut bytes = [0u8; 8];
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(body.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// Mine one block paying the epoch-carrying script.
+pub(crate) async fn produce_tagged(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    epoch: u64,
+) -> Result<ProducedBlock, ChainError> {
+    let descriptor = format!("raw({})", epoch_script(epoch));
+    let hashes = rpc
+        .call(ep, PATH, "generatetodescriptor", json!([1, descriptor]))
+        .await?;
+    let hash = parse_produced(&hashes).map_err(|e| field::locate(e, &ep.url))?;
+    let header = rpc
+        .call(ep, PATH, "getblockheader", json!([hash, true]))
+        .await?;
+    Ok(ProducedBlock {
+        height: header.get("height").and_then(Value::as_u64),
+        hash,
+    })
+}
+
+/// The producer epoch of the block at `height`, if its coinbase carries one.
+pub(crate) async fn block_epoch(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    height: u64,
+) -> Result<Option<u64>, ChainError> {
+    let hash = rpc.call(ep, PATH, "getblockhash", json!([height])).await?;
+    let block = rpc.call(ep, PATH, "getblock", json!([hash, 2])).await?;
+    let script = block
+        .get("tx")
+        .and_then(|txs| txs.get(0))
+        .and_then(|coinbase| coinbase.get("vout"))
+        .and_then(|outs| outs.get(0))
+        .and_then(|out| out.get("scriptPubKey"))
+        .and_then(|spk| spk.get("hex"))
+        .and_then(Value::as_str);
+    Ok(script.and_then(parse_epoch_script))
+}
+
 /// The one block hash of a `generate*` answer.
 pub(crate) fn parse_produced(hashes: &Value) -> Result<String, ChainError> {
     match hashes.as_array().map(Vec::as_slice) {
@@ -647,5 +710,25 @@ mod tests {
         // Same witness program (sha256 of OP_TRUE), different hrp and checksum.
         assert_eq!(ltc.get(6..58), btc.get(6..58));
         assert_eq!(default_reward_address(Chain::Zcash), None);
+    }
+}
+
+/// The hash of the block at `height` on the node's best chain.
+pub(crate) async fn block_hash_at(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    height: u64,
+) -> Result<String, ChainError> {
+    let answer = rpc.call(ep, PATH, "getblockhash", json!([height])).await?;
+    field::hash(&answer, "getblockhash", "", 64).map_err(|e| field::locate(e, &ep.url))
+}
+
+/// Mainnet block interval of a bitcoin-family chain.
+pub(crate) fn block_interval_secs(chain: Chain) -> u64 {
+    match chain {
+        Chain::Litecoin | Chain::Dash => 150,
+        Chain::Zcash => 75,
+        Chain::Dogecoin => 60,
+        _ => 600,
     }
 }

@@ -140,6 +140,7 @@ struct Inner {
     events: broadcast::Sender<Event>,
     wake: Notify,
     reconcile_lock: tokio::sync::Mutex<()>,
+    producer_groups: Mutex<Vec<crate::failover::GroupStatus>>,
     shutting_down: std::sync::atomic::AtomicBool,
     _state_lock: Flock<File>,
 }
@@ -227,6 +228,7 @@ impl Controller {
                 events,
                 wake: Notify::new(),
                 reconcile_lock: tokio::sync::Mutex::new(()),
+                producer_groups: Mutex::new(Vec::new()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 _state_lock: state_lock,
             }),
@@ -396,7 +398,51 @@ impl Controller {
         Ok((text.into_bytes(), end))
     }
 
-    fn record_event(&self, node: Option<&str>, kind: &str, message: &str) {
+    /// The applied fleet, if any.
+    pub(crate) fn fleet(&self) -> Option<chainfleet_spec::Fleet> {
+        self.read_desired()
+            .manifest
+            .as_ref()
+            .map(|m| m.fleet.clone())
+    }
+
+    /// The desired node called `name`.
+    pub(crate) fn desired_node(&self, name: &str) -> Option<DesiredNode> {
+        self.read_desired()
+            .nodes
+            .iter()
+            .find(|n| n.record.name == name)
+            .cloned()
+    }
+
+    /// The shared RPC client.
+    pub(crate) fn rpc(&self) -> RpcClient {
+        self.inner.rpc.clone()
+    }
+
+    /// Whether a node's process runs and its last probe answered.
+    pub(crate) fn member_serving(&self, name: &str) -> bool {
+        let handle = {
+            let live = lock(&self.inner.live);
+            match live.get(name) {
+                Some(l) if l.probe_error.is_none() && l.phase == Phase::Running => l.handle,
+                _ => None,
+            }
+        };
+        handle.is_some_and(|h| self.inner.runtime.observe(&h) == Liveness::Running)
+    }
+
+    pub(crate) fn set_producer_groups(&self, groups: Vec<crate::failover::GroupStatus>) {
+        *lock(&self.inner.producer_groups) = groups;
+    }
+
+    /// Every producer group: active member, epoch, lease, standbys.
+    pub fn producer_groups(&self) -> Vec<crate::failover::GroupStatus> {
+        lock(&self.inner.producer_groups).clone()
+    }
+
+    /// Record an event and tell subscribers.
+    pub(crate) fn record_event(&self, node: Option<&str>, kind: &str, message: &str) {
         match node {
             Some(node) => tracing::info!(node, kind, "{message}"),
             None => tracing::info!(kind, "{message}"),
@@ -422,7 +468,7 @@ impl Controller {
         };
         let produce = {
             let this = self.clone();
-            tokio::spawn(async move { this.production_loop().await })
+            tokio::spawn(async move { this.failover_loop().await })
         };
         let _ = shutdown.wait_for(|stop| *stop).await;
         self.inner
@@ -1126,50 +1172,6 @@ impl Controller {
             }
         }
         nodes
-    }
-
-    async fn production_loop(&self) {
-        let mut next_due: HashMap<String, Instant> = HashMap::new();
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let desired = self.read_desired().nodes.clone();
-            let now = Instant::now();
-            for node in desired.iter().filter(|n| n.record.replica == 0) {
-                let Some(production) = &node.production else {
-                    continue;
-                };
-                let due = next_due
-                    .entry(node.record.name.clone())
-                    .or_insert(now + production.block_interval.get());
-                if *due > now {
-                    continue;
-                }
-                *due = now + production.block_interval.get();
-                let ready = lock(&self.inner.live)
-                    .get(&node.record.name)
-                    .is_some_and(|l| {
-                        l.handle.is_some() && l.probe_ok_since_start && l.phase != Phase::Stopping
-                    });
-                if !ready {
-                    continue;
-                }
-                let rpc = self.inner.rpc.clone();
-                let adapter = node.adapter();
-                let endpoint = node.endpoint.clone();
-                let reward = production.reward_address.clone();
-                let name = node.record.name.clone();
-                tokio::spawn(async move {
-                    match adapter.produce(&rpc, &endpoint, reward.as_deref()).await {
-                        Ok(block) => {
-                            tracing::debug!(node = %name, hash = %block.hash, "produced a block")
-                        }
-                        Err(err) => {
-                            tracing::warn!(node = %name, error = %err, "block production failed")
-                        }
-                    }
-                });
-            }
-        }
     }
 }
 

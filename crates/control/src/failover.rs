@@ -1,0 +1,671 @@
+//! Producer groups: exactly one active block producer per group, fenced by
+//! a lease with an epoch that only increases.
+//!
+//! The holder renews at TTL/3 and stops producing on its own when TTL/2 has
+//! passed since the last renewal it sent, so it steps down before its lease
+//! can expire anywhere else. Before each block it advances the group's
+//! watermark (height, epoch) in the lease store, which only the current
+//! holder can do; it never produces at or below another epoch's watermark.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chainfleet_spec::failover::{LeaseBackend, ProducerGroup};
+use chainfleet_spec::Fleet;
+use serde::Serialize;
+
+use crate::lease::{watermark_allows, GroupRecord, HeldLease, LeaseStore};
+use crate::store::now_ms;
+use crate::{ControlError, Controller};
+
+/// How often every group is looked at.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a `promote` request keeps other members from taking over.
+const PREFERENCE_WINDOW_MS: i64 = 10_000;
+
+/// A producer group as the manifest declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPlan {
+    /// Group name.
+    pub name: String,
+    /// Lease settings.
+    pub settings: ProducerGroup,
+    /// Node names of its members that this control plane runs.
+    pub members: Vec<String>,
+}
+
+/// Every producer group of a fleet. A producer instance on a local network
+/// that names no group forms its own, with default settings.
+pub fn groups(fleet: &Fleet) -> Vec<GroupPlan> {
+    let mut out: BTreeMap<String, GroupPlan> = BTreeMap::new();
+    for instance in &fleet.instances {
+        if instance.role != chainfleet_spec::Role::Producer || !instance.network.is_local() {
+            continue;
+        }
+        let name = instance
+            .producer_group
+            .clone()
+            .unwrap_or_else(|| instance.name.clone());
+        let settings = fleet
+            .producer_groups
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        let group = out.entry(name.clone()).or_insert_with(|| GroupPlan {
+            name,
+            settings,
+            members: Vec::new(),
+        });
+        group
+            .members
+            .extend((0..instance.replicas).map(|r| format!("{}-{r}", instance.name)));
+    }
+    out.into_values().collect()
+}
+
+/// One member as shown by `chainfleet producers`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemberStatus {
+    /// Node name.
+    pub name: String,
+    /// Its state word from status.
+    pub state: String,
+    /// Its height.
+    pub height: Option<u64>,
+    /// Blocks behind the best known height of the group.
+    pub lag: Option<u64>,
+    /// Whether it is the active producer.
+    pub active: bool,
+}
+
+/// One group as shown by `chainfleet producers` and `/v1/producers`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupStatus {
+    /// Group name.
+    pub name: String,
+    /// `embedded` or `etcd`.
+    pub backend: String,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Lease holder (`FLEET/NODE`), if any.
+    pub active: Option<String>,
+    /// Milliseconds until the lease expires.
+    pub lease_expires_in_ms: Option<i64>,
+    /// Whether production is fenced off.
+    pub fenced: bool,
+    /// Last produced height and epoch.
+    pub watermark: Option<crate::lease::Watermark>,
+    /// Lease TTL in milliseconds.
+    pub lease_ttl_ms: u64,
+    /// Most lag a standby may have to take over.
+    pub max_lag: u64,
+    /// Members run by this control plane.
+    pub members: Vec<MemberStatus>,
+    /// Blocks this control plane produced for the group.
+    pub blocks_produced: u64,
+    /// Time from the previous epoch's last block to this epoch's first, in ms.
+    pub last_takeover_ms: Option<i64>,
+    /// Longest time between two blocks of the group seen here, in ms.
+    pub max_gap_ms: Option<i64>,
+    /// Last problem, if any.
+    pub last_error: Option<String>,
+}
+
+struct Held {
+    lease: HeldLease,
+    member: String,
+    /// When the last successful renewal was sent; validity runs from here.
+    renewed_at: Instant,
+    last_renew_sent: Instant,
+    first_block_done: bool,
+}
+
+struct GroupRuntime {
+    plan: GroupPlan,
+    store: LeaseStore,
+    held: Option<Held>,
+    record: GroupRecord,
+    next_block: Instant,
+    last_read: Option<Instant>,
+    blocks_produced: u64,
+    last_takeover_ms: Option<i64>,
+    last_block_ms: Option<i64>,
+    max_gap_ms: Option<i64>,
+    last_error: Option<String>,
+}
+
+fn backend_name(settings: &ProducerGroup) -> &'static str {
+    match settings.backend {
+        LeaseBackend::Embedded => "embedded",
+        LeaseBackend::Etcd { .. } => "etcd",
+    }
+}
+
+impl GroupRuntime {
+    fn ttl(&self) -> Duration {
+        self.plan.settings.lease_ttl.get()
+    }
+
+    fn holder_id(fleet: &str, member: &str) -> String {
+        format!("{fleet}/{member}")
+    }
+}
+
+impl Controller {
+    /// Run every producer group until the task is aborted.
+    pub(crate) async fn failover_loop(&self) {
+        let mut groups: Vec<GroupRuntime> = Vec::new();
+        loop {
+            self.refresh_groups(&mut groups);
+            for group in &mut groups {
+                if let Err(err) = self.step_group(group).await {
+                    let message = err.to_string();
+                    if group.last_error.as_deref() != Some(message.as_str()) {
+                        self.record_event(
+                            None,
+                            "producer-error",
+                            &format!("group {}: {message}", group.plan.name),
+                        );
+                    }
+                    group.last_error = Some(message);
+                } else {
+                    group.last_error = None;
+                }
+            }
+            self.publish_groups(&groups);
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Follow manifest changes: add, keep or drop group runtimes.
+    fn refresh_groups(&self, runtimes: &mut Vec<GroupRuntime>) {
+        let Some(fleet) = self.fleet() else {
+            return;
+        };
+        let plans = groups(&fleet);
+        runtimes.retain(|g| {
+            plans
+                .iter()
+                .any(|p| p.name == g.plan.name && p.settings == g.plan.settings)
+        });
+        for plan in plans {
+            if let Some(existing) = runtimes.iter_mut().find(|g| g.plan.name == plan.name) {
+                existing.plan.members = plan.members;
+                continue;
+            }
+            let store = match &plan.settings.backend {
+                LeaseBackend::Embedded => LeaseStore::embedded(self.state_dir()),
+                LeaseBackend::Etcd { endpoints, prefix } => LeaseStore::etcd(endpoints, prefix),
+            };
+            match store {
+                Ok(store) => runtimes.push(GroupRuntime {
+                    plan,
+                    store,
+                    held: None,
+                    record: GroupRecord::default(),
+                    next_block: Instant::now(),
+                    last_read: None,
+                    blocks_produced: 0,
+                    last_takeover_ms: None,
+                    last_block_ms: None,
+                    max_gap_ms: None,
+                    last_error: None,
+                }),
+                Err(err) => {
+                    tracing::warn!(group = %plan.name, error = %err, "cannot open lease store")
+                }
+            }
+        }
+    }
+
+    async fn step_group(&self, group: &mut GroupRuntime) -> Result<(), ControlError> {
+        let ttl = group.ttl();
+        let fleet_name = self.fleet_name();
+        let now = Instant::now();
+        if let Some(held) = &group.held {
+            if now.duration_since(held.renewed_at) >= ttl / 2 {
+                let member = held.member.clone();
+                group.held = None;
+                self.record_event(
+                    Some(&member),
+                    "step-down",
+                    &format!(
+                        "group {}: no lease renewal for {} ms (TTL/2); stopped producing",
+                        group.plan.name,
+                        ttl.as_millis() / 2
+                    ),
+                );
+                return Ok(());
+            }
+        }
+        // The holder reads the record at its renewal cadence; others every tick.
+        let read_due = group.held.is_none()
+            || group
+                .last_read
+                .is_none_or(|at| now.duration_since(at) >= ttl / 3);
+        if read_due {
+            group.record = group.store.read(&group.plan.name).await?;
+            group.last_read = Some(now);
+        }
+        match group.held.as_ref().map(|h| (h.lease, h.member.clone())) {
+            Some((lease, member)) => {
+                let holder = GroupRuntime::holder_id(&fleet_name, &member);
+                let handover = group.record.preferred.as_ref().filter(|(m, at)| {
+                    *m != holder && *m != member && now_ms() - at < PREFERENCE_WINDOW_MS
+                });
+                let reason = if group.record.fenced {
+                    Some("the group is fenced".to_string())
+                } else if let Some((to, _)) = handover {
+                    Some(format!("handing over to {to}"))
+                } else if !self.member_serving(&member) {
+                    Some("the active member is down".to_string())
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    group.held = None;
+                    group
+                        .store
+                        .release(&group.plan.name, &holder, lease)
+                        .await?;
+                    self.record_event(
+                        Some(&member),
+                        "step-down",
+                        &format!(
+                            "group {}: epoch {} ends: {reason}",
+                            group.plan.name, lease.epoch
+                        ),
+                    );
+                    return Ok(());
+                }
+                self.renew_if_due(group, &holder).await?;
+                self.produce_if_due(group).await
+            }
+            None => self.try_take_over(group, &fleet_name).await,
+        }
+    }
+
+    async fn renew_if_due(
+        &self,
+        group: &mut GroupRuntime,
+        holder: &str,
+    ) -> Result<(), ControlError> {
+        let ttl = group.ttl();
+        let Some(held) = &mut group.held else {
+            return Ok(());
+        };
+        let sent = Instant::now();
+        if sent.duration_since(held.last_renew_sent) < ttl / 3 {
+            return Ok(());
+        }
+        held.last_renew_sent = sent;
+        let lease = held.lease;
+        match group
+            .store
+            .renew(&group.plan.name, holder, lease, ttl)
+            .await
+        {
+            Ok(true) => {
+                if let Some(held) = &mut group.held {
+                    held.renewed_at = sent;
+                }
+                Ok(())
+            }
+            Ok(false) => {
+                let member = held.member.clone();
+                group.held = None;
+                self.record_event(
+                    Some(&member),
+                    "step-down",
+                    &format!(
+                        "group {}: lease of epoch {} was lost",
+                        group.plan.name, lease.epoch
+                    ),
+                );
+                Ok(())
+            }
+            // A failed renewal is not a loss yet: the TTL/2 rule stops production in time.
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The best height the group knows: its members' and the watermark's.
+    fn group_best_height(&self, group: &GroupRuntime, nodes: &[crate::NodeStatus]) -> u64 {
+        let members = nodes
+            .iter()
+            .filter(|n| group.plan.members.contains(&n.name))
+            .filter_map(|n| n.height);
+        let watermark = group.record.watermark.map(|w| w.height);
+        members.chain(watermark).max().unwrap_or(0)
+    }
+
+    async fn try_take_over(
+        &self,
+        group: &mut GroupRuntime,
+        fleet_name: &str,
+    ) -> Result<(), ControlError> {
+        if group.record.fenced || group.record.holder.is_some() {
+            return Ok(());
+        }
+        let snapshot = self.snapshot();
+        let best = self.group_best_height(group, &snapshot.nodes);
+        let max_lag = group.plan.settings.max_lag;
+        let mut candidates: Vec<(&str, u64)> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| group.plan.members.contains(&n.name))
+            .filter(|n| n.state == "healthy" && self.member_serving(&n.name))
+            .filter_map(|n| n.height.map(|h| (n.name.as_str(), h)))
+            .filter(|(_, h)| best.saturating_sub(*h) <= max_lag)
+            .collect();
+        candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let preferred = group
+            .record
+            .preferred
+            .as_ref()
+            .filter(|(_, at)| now_ms() - at < PREFERENCE_WINDOW_MS)
+            .map(|(m, _)| m.clone());
+        let choice = match &preferred {
+            Some(wanted) => candidates
+                .iter()
+                .find(|(name, _)| {
+                    GroupRuntime::holder_id(fleet_name, name) == *wanted || name == wanted
+                })
+                .copied(),
+            None => candidates.first().copied(),
+        };
+        let Some((member, _)) = choice else {
+            return Ok(());
+        };
+        let member = member.to_string();
+        let holder = GroupRuntime::holder_id(fleet_name, &member);
+        let sent = Instant::now();
+        let Some(lease) = group
+            .store
+            .acquire(&group.plan.name, &holder, group.ttl())
+            .await?
+        else {
+            return Ok(());
+        };
+        group.held = Some(Held {
+            lease,
+            member: member.clone(),
+            renewed_at: sent,
+            last_renew_sent: sent,
+            first_block_done: false,
+        });
+        group.next_block = Instant::now();
+        group.record.holder = Some(holder);
+        group.record.epoch = lease.epoch;
+        self.record_event(
+            Some(&member),
+            "epoch",
+            &format!(
+                "group {}: epoch {} begins; {member} is the active producer",
+                group.plan.name, lease.epoch
+            ),
+        );
+        Ok(())
+    }
+
+    async fn produce_if_due(&self, group: &mut GroupRuntime) -> Result<(), ControlError> {
+        let now = Instant::now();
+        if now < group.next_block {
+            return Ok(());
+        }
+        let ttl = group.ttl();
+        let Some((lease, member, renewed_at)) = group
+            .held
+            .as_ref()
+            .map(|h| (h.lease, h.member.clone(), h.renewed_at))
+        else {
+            return Ok(());
+        };
+        let Some(node) = self.desired_node(&member) else {
+            return Ok(());
+        };
+        let Some(production) = node.production.clone() else {
+            return Ok(());
+        };
+        group.next_block = now + production.block_interval.get();
+        let adapter = node.adapter();
+        let rpc = self.rpc();
+        let deadline = renewed_at + ttl / 2;
+        let remaining = |at: Instant| deadline.saturating_duration_since(at);
+        // Fresh height from the node itself, not the last probe round.
+        let status = tokio::time::timeout(
+            remaining(Instant::now()),
+            adapter.probe(&rpc, &node.endpoint),
+        )
+        .await
+        .map_err(|_| ControlError::Invalid(format!("{member} did not answer its probe in time")))?
+        .map_err(|source| ControlError::Chain {
+            node: member.clone(),
+            source,
+        })?;
+        let height = status.height + 1;
+        if let Some(watermark) = group.record.watermark {
+            if !watermark_allows(watermark, height, lease.epoch) {
+                return Err(ControlError::Invalid(format!(
+                    "refusing to produce height {height}: epoch {} already marked height {} (waiting for {member} to sync)",
+                    watermark.epoch, watermark.height
+                )));
+            }
+        }
+        let fleet_name = self.fleet_name();
+        let holder = GroupRuntime::holder_id(&fleet_name, &member);
+        if !group
+            .store
+            .advance_watermark(&group.plan.name, &holder, lease, height)
+            .await?
+        {
+            group.last_read = None;
+            return Err(ControlError::Invalid(format!(
+                "the lease store refused watermark {height} for epoch {}",
+                lease.epoch
+            )));
+        }
+        // Re-check the lease deadline after the awaits: never produce late.
+        let left = remaining(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let produced = tokio::time::timeout(
+            left.min(production.block_interval.get()),
+            adapter.produce_tagged(
+                &rpc,
+                &node.endpoint,
+                production.reward_address.as_deref(),
+                lease.epoch,
+            ),
+        )
+        .await
+        .map_err(|_| ControlError::Invalid(format!("{member} did not produce in time")))?
+        .map_err(|source| ControlError::Chain {
+            node: member.clone(),
+            source,
+        })?;
+        let now_ms = now_ms();
+        let previous_ms = group.record.watermark.map(|w| w.time_ms).filter(|t| *t > 0);
+        if let Some(previous) = group.last_block_ms.or(previous_ms) {
+            let gap = now_ms - previous;
+            group.max_gap_ms = Some(group.max_gap_ms.map_or(gap, |g| g.max(gap)));
+        }
+        group.last_block_ms = Some(now_ms);
+        group.record.watermark = Some(crate::lease::Watermark {
+            height,
+            epoch: lease.epoch,
+            time_ms: now_ms,
+        });
+        group.blocks_produced += 1;
+        if let Some(held) = &mut group.held {
+            if !held.first_block_done {
+                held.first_block_done = true;
+                let takeover = previous_ms.map(|p| now_ms - p);
+                if takeover.is_some() {
+                    group.last_takeover_ms = takeover;
+                }
+                self.record_event(
+                    Some(&member),
+                    "first-block",
+                    &format!(
+                        "group {}: epoch {} produced height {height} ({}){}",
+                        group.plan.name,
+                        lease.epoch,
+                        produced.hash,
+                        takeover
+                            .map(|t| format!(", {t} ms after the previous block of the group"))
+                            .unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_groups(&self, groups: &[GroupRuntime]) {
+        let snapshot = self.snapshot();
+        let statuses = groups
+            .iter()
+            .map(|group| {
+                let best = self.group_best_height(group, &snapshot.nodes);
+                let active_member = group.held.as_ref().map(|h| h.member.as_str());
+                GroupStatus {
+                    name: group.plan.name.clone(),
+                    backend: backend_name(&group.plan.settings).into(),
+                    epoch: group.record.epoch,
+                    active: group.record.holder.clone(),
+                    lease_expires_in_ms: group.record.expires_in_ms,
+                    fenced: group.record.fenced,
+                    watermark: group.record.watermark,
+                    lease_ttl_ms: group.ttl().as_millis() as u64,
+                    max_lag: group.plan.settings.max_lag,
+                    members: group
+                        .plan
+                        .members
+                        .iter()
+                        .map(|name| {
+                            let node = snapshot.nodes.iter().find(|n| &n.name == name);
+                            MemberStatus {
+                                name: name.clone(),
+                                state: node
+                                    .map(|n| n.state.clone())
+                                    .unwrap_or_else(|| "starting".into()),
+                                height: node.and_then(|n| n.height),
+                                lag: node.and_then(|n| n.height).map(|h| best.saturating_sub(h)),
+                                active: active_member == Some(name.as_str()),
+                            }
+                        })
+                        .collect(),
+                    blocks_produced: group.blocks_produced,
+                    last_takeover_ms: group.last_takeover_ms,
+                    max_gap_ms: group.max_gap_ms,
+                    last_error: group.last_error.clone(),
+                }
+            })
+            .collect();
+        self.set_producer_groups(statuses);
+    }
+
+    /// Ask for `member` to become the active producer of `group`: the current
+    /// holder steps down first, then `member` takes the next epoch.
+    pub async fn promote(&self, group: &str, member: &str) -> Result<(), ControlError> {
+        let (plan, store) = self.group_store(group)?;
+        if plan.members.iter().any(|m| m == member) {
+            let snapshot = self.snapshot();
+            let status = snapshot.nodes.iter().find(|n| n.name == member);
+            if status.is_none_or(|s| s.state != "healthy") {
+                return Err(ControlError::Invalid(format!(
+                    "{member} is not healthy ({}); it cannot take over",
+                    status.map(|s| s.state.as_str()).unwrap_or("unknown")
+                )));
+            }
+            let record = store.read(group).await?;
+            let best = snapshot
+                .nodes
+                .iter()
+                .filter(|n| plan.members.contains(&n.name))
+                .filter_map(|n| n.height)
+                .chain(record.watermark.map(|w| w.height))
+                .max()
+                .unwrap_or(0);
+            let lag = best.saturating_sub(status.and_then(|s| s.height).unwrap_or(0));
+            if lag > plan.settings.max_lag {
+                return Err(ControlError::Invalid(format!(
+                    "{member} is {lag} blocks behind (max lag {}); wait for it to sync",
+                    plan.settings.max_lag
+                )));
+            }
+            let holder = GroupRuntime::holder_id(&self.fleet_name(), member);
+            store.set_preferred(group, &holder).await?;
+        } else {
+            // A member run by another control plane sharing the lease store.
+            store.set_preferred(group, member).await?;
+        }
+        self.record_event(
+            Some(member),
+            "promote",
+            &format!("group {group}: promotion of {member} requested"),
+        );
+        Ok(())
+    }
+
+    /// Stop (`true`) or resume (`false`) all production of `group`.
+    pub async fn fence(&self, group: &str, fenced: bool) -> Result<(), ControlError> {
+        let (_, store) = self.group_store(group)?;
+        store.set_fenced(group, fenced).await?;
+        let word = if fenced { "fenced" } else { "unfenced" };
+        self.record_event(None, word, &format!("group {group}: {word}"));
+        Ok(())
+    }
+
+    fn group_store(&self, group: &str) -> Result<(GroupPlan, LeaseStore), ControlError> {
+        let fleet = self
+            .fleet()
+            .ok_or_else(|| ControlError::Invalid("no manifest is applied".into()))?;
+        let plans = groups(&fleet);
+        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        let Some(plan) = plans.iter().find(|p| p.name == group) else {
+            let hint = chainfleet_spec::nearest(group, &names)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            return Err(ControlError::Invalid(format!(
+                "no producer group is named `{group}`{hint} (groups: {})",
+                names.join(", ")
+            )));
+        };
+        let store = match &plan.settings.backend {
+            LeaseBackend::Embedded => LeaseStore::embedded(self.state_dir())?,
+            LeaseBackend::Etcd { endpoints, prefix } => LeaseStore::etcd(endpoints, prefix)?,
+        };
+        Ok((plan.clone(), store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producers_form_groups_explicit_and_implicit() {
+        let text = "apiVersion: chainfleet.dev/v1alpha1
+kind: Fleet
+producerGroups:
+  main: {leaseTtl: 2s, maxLag: 1}
+instances:
+  - {name: a, chain: litecoin, role: producer, replicas: 2, producerGroup: main}
+  - {name: b, chain: litecoin, role: producer, producerGroup: main}
+  - {name: solo, chain: litecoin, role: producer}
+  - {name: follower, chain: litecoin}
+  - {name: real, chain: litecoin, network: mainnet, role: producer}
+";
+        let fleet = chainfleet_spec::parse(text, "t.yaml").expect("valid").fleet;
+        let groups = groups(&fleet);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].name, "main");
+        assert_eq!(groups[0].members, vec!["a-0", "a-1", "b-0"]);
+        assert_eq!(groups[0].settings.lease_ttl.get(), Duration::from_secs(2));
+        assert_eq!(groups[1].name, "solo");
+        assert_eq!(groups[1].members, vec!["solo-0"]);
+    }
+}
