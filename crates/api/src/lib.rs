@@ -1,7 +1,9 @@
 //! The Chainfleet HTTP API (on 127.0.0.1 by default): fleet and node status,
 //! logs, events, manifest apply, shutdown, and Prometheus metrics.
 
+mod alerts_api;
 mod metrics;
+mod producers;
 
 use std::sync::Arc;
 
@@ -21,14 +23,15 @@ pub use metrics::render as render_metrics;
 /// Largest log chunk served at once.
 const MAX_LOG_CHUNK: usize = 1024 * 1024;
 
+/// Shared state of every handler.
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     controller: Controller,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
 /// An API error: status code and a JSON `{"error": ...}` body.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -60,6 +63,8 @@ pub fn router(controller: Controller, shutdown: Arc<watch::Sender<bool>>) -> Rou
         .route("/v1/events", get(events))
         .route("/v1/apply", post(apply))
         .route("/v1/shutdown", post(shutdown_fleet))
+        .merge(alerts_api::routes())
+        .merge(producers::routes())
         .layer(DefaultBodyLimit::max(
             chainfleet_spec::MAX_MANIFEST_BYTES + 1024,
         ))
@@ -74,7 +79,13 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = metrics::render(&state.controller.snapshot());
+    let mut body = metrics::render(&state.controller.snapshot());
+    // OpenMetrics ends with `# EOF`; producer gauges go before it.
+    let producers = producers::render_metrics(&state.controller.producer_groups());
+    match body.rfind("# EOF") {
+        Some(at) => body.insert_str(at, &producers),
+        None => body.push_str(&producers),
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -153,13 +164,22 @@ struct EventQuery {
 async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventQuery>,
-) -> Result<Json<Vec<chainfleet_control::Event>>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if alerts_api::wants_sse(&headers) {
+        return Ok(alerts_api::event_stream(
+            state.controller.clone(),
+            query.after.unwrap_or(0),
+            &headers,
+        ));
+    }
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     Ok(Json(
         state
             .controller
             .events_after(query.after.unwrap_or(0), limit)?,
-    ))
+    )
+    .into_response())
 }
 
 async fn apply(

@@ -131,6 +131,29 @@ pub struct ProbeStatus {
     pub client_version: String,
 }
 
+/// Per-chain health defaults: expected block interval and alert thresholds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthDefaults {
+    /// Expected time between blocks; `None` when nothing produces blocks.
+    pub block_interval: Option<std::time::Duration>,
+    /// Stalled warning: head unchanged for this many block intervals.
+    pub stall_warning_intervals: f64,
+    /// Stalled critical: head unchanged for this many block intervals.
+    pub stall_critical_intervals: f64,
+    /// Lagging warning: blocks behind the quorum height.
+    pub lag_warning_blocks: u64,
+    /// Lagging critical: blocks behind the quorum height.
+    pub lag_critical_blocks: u64,
+    /// How long a lag must last before it alerts.
+    pub lag_for: std::time::Duration,
+    /// Low-peers warning: fewer peers than this.
+    pub min_peers_warning: u32,
+    /// Low-peers critical: fewer peers than this (0: never critical).
+    pub min_peers_critical: u32,
+    /// How long low peers must last before it alerts.
+    pub peers_for: std::time::Duration,
+}
+
 /// A block a devnet node produced on request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducedBlock {
@@ -251,6 +274,97 @@ impl Adapter {
         }
     }
 
+    /// Produce one devnet block tagged with a producer `epoch`, where the
+    /// family can record one in the block (bitcoin family: the coinbase
+    /// script); other families produce an untagged block.
+    pub async fn produce_tagged(
+        self,
+        rpc: &RpcClient,
+        endpoint: &Endpoint,
+        reward_address: Option<&str>,
+        epoch: u64,
+    ) -> Result<ProducedBlock, ChainError> {
+        match self.family() {
+            Family::Bitcoin => bitcoin::produce_tagged(rpc, endpoint, epoch).await,
+            _ => self.produce(rpc, endpoint, reward_address).await,
+        }
+    }
+
+    /// The producer epoch recorded in the block at `height`, if the family records one.
+    pub async fn block_epoch(
+        self,
+        rpc: &RpcClient,
+        endpoint: &Endpoint,
+        height: u64,
+    ) -> Result<Option<u64>, ChainError> {
+        match self.family() {
+            Family::Bitcoin => bitcoin::block_epoch(rpc, endpoint, height).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// The hash of the block at `height` on the node's best chain (for fork checks).
+    pub async fn block_hash_at(
+        self,
+        rpc: &RpcClient,
+        endpoint: &Endpoint,
+        height: u64,
+    ) -> Result<String, ChainError> {
+        match self.family() {
+            Family::Bitcoin => bitcoin::block_hash_at(rpc, endpoint, height).await,
+            Family::Evm => evm::block_hash_at(rpc, endpoint, height).await,
+            Family::Monero => monero::block_hash_at(rpc, endpoint, height).await,
+            family => Err(ChainError::Unsupported {
+                family,
+                what: "report the block hash at a height",
+            }),
+        }
+    }
+
+    /// Health defaults of this chain on `network`. On regtest and devnet the
+    /// block interval is the producer's, which only the manifest knows: the
+    /// caller passes it as `local_interval`.
+    pub fn health_defaults(
+        self,
+        network: Network,
+        local_interval: Option<std::time::Duration>,
+    ) -> HealthDefaults {
+        use std::time::Duration;
+        if network.is_local() {
+            return HealthDefaults {
+                block_interval: local_interval,
+                stall_warning_intervals: 1.5,
+                stall_critical_intervals: 3.0,
+                lag_warning_blocks: 3,
+                lag_critical_blocks: 20,
+                lag_for: Duration::from_secs(6),
+                min_peers_warning: 1,
+                min_peers_critical: 0,
+                peers_for: Duration::from_secs(10),
+            };
+        }
+        // Proof-of-work chains: block times are exponential, so a stall is
+        // only certain after many intervals. Slot-based chains are regular.
+        let (interval, warning, critical, lag_warning, lag_critical) = match self.family() {
+            Family::Bitcoin => (bitcoin::block_interval_secs(self.chain), 6.0, 12.0, 2, 6),
+            Family::Monero => (120, 10.0, 20.0, 3, 10),
+            Family::Evm => (12, 5.0, 10.0, 5, 30),
+            Family::Cometbft => (6, 5.0, 10.0, 5, 30),
+            Family::Solana => (1, 60.0, 120.0, 150, 1000),
+        };
+        HealthDefaults {
+            block_interval: Some(Duration::from_secs(interval)),
+            stall_warning_intervals: warning,
+            stall_critical_intervals: critical,
+            lag_warning_blocks: lag_warning,
+            lag_critical_blocks: lag_critical,
+            lag_for: Duration::from_secs(60),
+            min_peers_warning: 4,
+            min_peers_critical: 1,
+            peers_for: Duration::from_secs(60),
+        }
+    }
+
     /// How this family is asked to stop.
     pub fn stop_method(self) -> StopMethod {
         match self.family() {
@@ -288,6 +402,20 @@ impl Adapter {
     /// Look one method up in the catalog.
     pub fn method(self, name: &str) -> Option<&'static MethodInfo> {
         self.catalog().iter().find(|m| m.name == name)
+    }
+
+    /// URL path of the node's JSON-RPC endpoint (`/` or monerod's `/json_rpc`).
+    /// Catalog names that start with `/` are REST-style paths served beside it.
+    pub fn rpc_path(self) -> &'static str {
+        match self.family() {
+            Family::Monero => "/json_rpc",
+            _ => "/",
+        }
+    }
+
+    /// Whether the node answers a JSON-RPC batch (a list of calls) in one request.
+    pub fn supports_batch(self) -> bool {
+        !matches!(self.family(), Family::Monero)
     }
 
     /// Adapter-specific manifest problems of one instance at path `at`.

@@ -78,6 +78,26 @@ impl ApiClient {
             .with_context(|| format!("{what}: unexpected answer"))
     }
 
+    /// GET a JSON value.
+    pub async fn get_value(&self, path: &str, what: &str) -> Result<serde_json::Value> {
+        self.get_json(path, what).await
+    }
+
+    /// POST a JSON body and return the JSON answer.
+    pub async fn post_value(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> Result<serde_json::Value> {
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        let response = self.send(request, what).await?;
+        response
+            .json()
+            .await
+            .with_context(|| format!("{what}: unexpected answer"))
+    }
+
     /// Every node's status.
     pub async fn nodes(&self) -> Result<Vec<NodeStatus>> {
         self.get_json("/v1/nodes", "list nodes").await
@@ -135,6 +155,21 @@ impl ApiClient {
     /// Log bytes from `offset` and the next offset.
     pub async fn log_from(&self, node: &str, offset: u64) -> Result<(String, u64)> {
         self.log(node, &format!("offset={offset}")).await
+    }
+
+    /// Active and recently resolved alerts.
+    pub async fn alerts(&self) -> Result<Vec<chainfleet_control::alerts::Alert>> {
+        self.get_json("/v1/alerts", "list alerts").await
+    }
+
+    /// Send a test notification to every channel; one result per channel.
+    pub async fn alerts_test(&self) -> Result<Vec<chainfleet_control::notify::ChannelResult>> {
+        let request = self.http.post(format!("{}/v1/alerts/test", self.base));
+        let response = self.send(request, "alerts test").await?;
+        response
+            .json()
+            .await
+            .context("alerts test: unexpected answer")
     }
 }
 

@@ -34,11 +34,12 @@ struct Cli {
     command: Command,
 }
 
+/// Where the control plane's API is.
 #[derive(clap::Args, Clone)]
-struct ApiArgs {
+pub struct ApiArgs {
     /// URL of the control plane's API.
     #[arg(long, env = "CHAINFLEET_API", default_value = "http://127.0.0.1:7780")]
-    api: String,
+    pub api: String,
 }
 
 #[derive(Subcommand)]
