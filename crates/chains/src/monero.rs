@@ -450,3 +450,19 @@ mod tests {
         }
     }
 }
+
+/// The hash of the block at `height` on the node's main chain.
+pub(crate) async fn block_hash_at(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    height: u64,
+) -> Result<String, ChainError> {
+    let what = "get_block_header_by_height";
+    let answer = rpc
+        .call(ep, PATH, what, json!({ "height": height }))
+        .await?;
+    check_status(&answer, what).map_err(|e| field::locate(e, &ep.url))?;
+    let block = answer.get("block_header").unwrap_or(&Value::Null);
+    field::hash(block.get("hash").unwrap_or(&Value::Null), what, "", 64)
+        .map_err(|e| field::locate(e, &ep.url))
+}

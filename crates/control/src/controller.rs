@@ -141,6 +141,8 @@ struct Inner {
     wake: Notify,
     reconcile_lock: tokio::sync::Mutex<()>,
     producer_groups: Mutex<Vec<crate::failover::GroupStatus>>,
+    /// Health, alerts and notifications (failover feeds `set_group_state`).
+    monitor: crate::alerts::Monitor,
     shutting_down: std::sync::atomic::AtomicBool,
     _state_lock: Flock<File>,
 }
@@ -212,6 +214,7 @@ impl Controller {
         let (snapshot, _) = watch::channel(Arc::new(FleetSnapshot::default()));
         let (upstreams, _) = watch::channel(Arc::new(UpstreamSnapshot::default()));
         let (events, _) = broadcast::channel(1024);
+        let monitor = crate::alerts::Monitor::new(events.subscribe());
         let controller = Controller {
             inner: Arc::new(Inner {
                 options,
@@ -229,6 +232,7 @@ impl Controller {
                 wake: Notify::new(),
                 reconcile_lock: tokio::sync::Mutex::new(()),
                 producer_groups: Mutex::new(Vec::new()),
+                monitor,
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 _state_lock: state_lock,
             }),
@@ -1009,7 +1013,20 @@ impl Controller {
 
     /// Probe every running node once, then publish a new snapshot.
     pub async fn probe_round(&self) {
+        let round_started = Instant::now();
         let desired = self.read_desired().nodes.clone();
+        let fleet = self
+            .read_desired()
+            .manifest
+            .as_ref()
+            .map(|m| m.fleet.clone());
+        // A probe may take at most one probe interval: a hung (SIGSTOPped)
+        // node is down within two intervals, and rounds keep their pace.
+        let timeout = fleet
+            .as_ref()
+            .map(|f| f.settings.probe_interval.get())
+            .unwrap_or(Duration::from_secs(2))
+            .max(Duration::from_millis(500));
         let mut tasks = tokio::task::JoinSet::new();
         {
             let live = lock(&self.inner.live);
@@ -1025,7 +1042,15 @@ impl Controller {
                 let adapter = node.adapter();
                 let endpoint = node.endpoint.clone();
                 let name = node.record.name.clone();
-                tasks.spawn(async move { (name, adapter.probe(&rpc, &endpoint).await) });
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let result =
+                        match tokio::time::timeout(timeout, adapter.probe(&rpc, &endpoint)).await {
+                            Ok(result) => result.map_err(|err| err.to_string()),
+                            Err(_) => Err(format!("probe timed out after {timeout:?}")),
+                        };
+                    (name, result, started.elapsed())
+                });
             }
         }
         let mut results = Vec::new();
@@ -1035,9 +1060,14 @@ impl Controller {
             }
         }
         let mut became_healthy = Vec::new();
+        let mut probe_seconds: HashMap<String, f64> = HashMap::new();
         {
             let mut live = lock(&self.inner.live);
-            for (name, result) in results {
+            for (name, result, took) in results {
+                probe_seconds.insert(name.clone(), took.as_secs_f64());
+                if result.is_err() {
+                    self.inner.monitor.probe_failed();
+                }
                 let Some(entry) = live.get_mut(&name) else {
                     continue;
                 };
@@ -1067,10 +1097,45 @@ impl Controller {
             };
             self.record_event(Some(&name), "healthy", what);
         }
-        self.publish(&desired);
+        let observed: Vec<crate::alerts::Observed> = {
+            let live = lock(&self.inner.live);
+            desired
+                .iter()
+                .map(|node| {
+                    let entry = live.get(&node.record.name);
+                    crate::alerts::Observed {
+                        state: entry.map(state_of).unwrap_or("starting"),
+                        probe: entry
+                            .filter(|l| l.probe_error.is_none())
+                            .and_then(|l| l.probe.clone()),
+                    }
+                })
+                .collect()
+        };
+        let report = self
+            .inner
+            .monitor
+            .round(
+                &self.inner.rpc,
+                fleet.as_ref(),
+                &desired,
+                observed,
+                timeout,
+                round_started.elapsed(),
+            )
+            .await;
+        for (node, kind, message) in &report.events {
+            self.record_event(node.as_deref(), kind, message);
+        }
+        self.publish(&desired, &report, &probe_seconds);
     }
 
-    fn publish(&self, desired: &[DesiredNode]) {
+    fn publish(
+        &self,
+        desired: &[DesiredNode],
+        report: &crate::alerts::RoundReport,
+        probe_seconds: &HashMap<String, f64>,
+    ) {
         let now = now_ms();
         let now_secs = (now / 1000).max(0) as u64;
         let live = lock(&self.inner.live);
@@ -1088,7 +1153,9 @@ impl Controller {
         }
         let nodes: Vec<NodeStatus> = desired
             .iter()
-            .map(|node| {
+            .enumerate()
+            .map(|(index, node)| {
+                let health = report.health.get(index);
                 let entry = live.get(&node.record.name);
                 let probe = entry.and_then(|l| l.probe.as_ref());
                 let state = entry.map(state_of).unwrap_or("starting");
@@ -1103,10 +1170,13 @@ impl Controller {
                     state: state.into(),
                     height: probe.map(|p| p.height),
                     best_hash: probe.map(|p| p.best_hash.clone()),
-                    lag: probe.and_then(|p| {
-                        best_height
-                            .get(&node.network_group)
-                            .map(|best| best.saturating_sub(p.height))
+                    // Behind the group's quorum height (robust to one wild reference).
+                    lag: health.and_then(|h| h.lag).or_else(|| {
+                        probe.and_then(|p| {
+                            best_height
+                                .get(&node.network_group)
+                                .map(|best| best.saturating_sub(p.height))
+                        })
                     }),
                     peers: probe.map(|p| p.peers),
                     head_age_seconds: probe
@@ -1124,6 +1194,13 @@ impl Controller {
                     last_error: entry.and_then(|l| l.last_error.clone().or(l.probe_error.clone())),
                     log_tail: entry.map(|l| l.log_tail.clone()).unwrap_or_default(),
                     updated_ms: now,
+                    health: health.map(|h| h.state.as_str()).unwrap_or("pending").into(),
+                    health_reason: health.and_then(|h| h.reason.clone()),
+                    stale_seconds: health.and_then(|h| h.stale_seconds),
+                    block_interval_seconds: health.and_then(|h| h.block_interval_seconds),
+                    forked: health.is_some_and(|h| h.forked),
+                    disk_used_percent: health.and_then(|h| h.disk_used_percent),
+                    probe_seconds: probe_seconds.get(&node.record.name).copied(),
                 }
             })
             .collect();
@@ -1157,6 +1234,8 @@ impl Controller {
             fleet: self.fleet_name(),
             generated_ms: now,
             nodes,
+            alerts: report.alerts.clone(),
+            control: report.stats.clone(),
         }));
     }
 

@@ -2,7 +2,12 @@
 //! manifest declares, probes them, produces devnet blocks and publishes one
 //! status snapshot per probe round.
 
+pub mod alerts;
 mod controller;
+pub mod failover;
+pub mod health;
+pub mod lease;
+pub mod notify;
 pub mod plan;
 pub mod store;
 
@@ -61,7 +66,7 @@ pub enum ControlError {
 }
 
 /// The status of one node, as served by `status --json` and `/v1/nodes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct NodeStatus {
     /// Node name, `INSTANCE-REPLICA`.
     pub name: String,
@@ -108,6 +113,28 @@ pub struct NodeStatus {
     pub log_tail: Vec<String>,
     /// When this status was computed (Unix ms).
     pub updated_ms: i64,
+    /// Derived health: healthy, syncing, lagging, stalled, forked, down,
+    /// crash-looping, or pending while the supervisor starts or stops it.
+    #[serde(default)]
+    pub health: String,
+    /// Why the health is not `healthy`, when known.
+    #[serde(default)]
+    pub health_reason: Option<String>,
+    /// Seconds since the head last changed, as seen by the control plane.
+    #[serde(default)]
+    pub stale_seconds: Option<f64>,
+    /// Expected seconds between blocks, when known.
+    #[serde(default)]
+    pub block_interval_seconds: Option<f64>,
+    /// Whether its block at a common height differs from the majority's.
+    #[serde(default)]
+    pub forked: bool,
+    /// Percent of the data dir's file system in use.
+    #[serde(default)]
+    pub disk_used_percent: Option<f64>,
+    /// Duration of this round's probe, seconds.
+    #[serde(default)]
+    pub probe_seconds: Option<f64>,
 }
 
 /// One probe round's view of the whole fleet, shared with the API and gateway.
@@ -119,6 +146,12 @@ pub struct FleetSnapshot {
     pub generated_ms: i64,
     /// Every node, in manifest order.
     pub nodes: Vec<NodeStatus>,
+    /// Active alerts, then recently resolved ones.
+    #[serde(default)]
+    pub alerts: Vec<alerts::Alert>,
+    /// Control-plane figures (probe latency, reconcile errors, notifications).
+    #[serde(default)]
+    pub control: alerts::ControlStats,
 }
 
 /// Where the gateway reaches one node, with its status. Holds RPC
