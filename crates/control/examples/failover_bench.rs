@@ -52,14 +52,27 @@ fn active(controller: &Controller) -> Option<(String, u64)> {
 }
 
 fn pid_of(controller: &Controller, name: &str) -> Option<u32> {
-    controller.snapshot().nodes.iter().find(|n| n.name == name)?.pid
+    controller
+        .snapshot()
+        .nodes
+        .iter()
+        .find(|n| n.name == name)?
+        .pid
 }
 
 /// Wait for a first block of an epoch above `epoch`; return its event time (Unix ms).
-async fn first_block_after(controller: &Controller, epoch: u64, after_id: i64, limit: Duration) -> Option<(i64, u64)> {
+async fn first_block_after(
+    controller: &Controller,
+    epoch: u64,
+    after_id: i64,
+    limit: Duration,
+) -> Option<(i64, u64)> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        for event in controller.events_after(after_id, 10_000).unwrap_or_default() {
+        for event in controller
+            .events_after(after_id, 10_000)
+            .unwrap_or_default()
+        {
             if event.kind == "first-block" {
                 let new_epoch = event
                     .message
@@ -100,7 +113,9 @@ async fn violations(controller: &Controller) -> (usize, usize) {
     let mut worst = 0;
     let mut blocks = 0;
     for upstream in &upstreams.upstreams {
-        let Ok(status) = adapter.probe(&rpc, &upstream.endpoint).await else { continue };
+        let Ok(status) = adapter.probe(&rpc, &upstream.endpoint).await else {
+            continue;
+        };
         let mut epochs = Vec::new();
         for height in 1..=status.height {
             if let Ok(Some(epoch)) = adapter.block_epoch(&rpc, &upstream.endpoint, height).await {
@@ -125,11 +140,17 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "takeover".into());
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
-    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or_else(|| now_ms() as u64 | 1);
+    let seed: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| now_ms() as u64 | 1);
 
     let dir = chainfleet_testkit::temp_dir();
-    let controller = Controller::open(ControllerOptions::new(dir.path()), Arc::new(ProcessRuntime::new()))
-        .expect("open controller");
+    let controller = Controller::open(
+        ControllerOptions::new(dir.path()),
+        Arc::new(ProcessRuntime::new()),
+    )
+    .expect("open controller");
     controller
         .apply(chainfleet_spec::parse(MANIFEST, "bench.yaml").expect("manifest"))
         .expect("apply");
@@ -138,7 +159,10 @@ async fn main() {
         let c = controller.clone();
         tokio::spawn(async move { c.run(rx).await })
     };
-    assert!(all_healthy(&controller, Duration::from_secs(60)).await, "fleet did not come up");
+    assert!(
+        all_healthy(&controller, Duration::from_secs(60)).await,
+        "fleet did not come up"
+    );
 
     let mut rng = Rng(seed);
     let mut takeovers: Vec<i64> = Vec::new();
@@ -150,7 +174,12 @@ async fn main() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         };
-        let after_id = controller.events_after(0, 1_000_000).unwrap_or_default().last().map(|e| e.id).unwrap_or(0);
+        let after_id = controller
+            .events_after(0, 1_000_000)
+            .unwrap_or_default()
+            .last()
+            .map(|e| e.id)
+            .unwrap_or(0);
         let action = if mode == "chaos" { rng.next() % 4 } else { 0 };
         let pid = pid_of(&controller, &member).unwrap_or(0);
         let t0 = now_ms();
@@ -171,7 +200,10 @@ async fn main() {
                 format!("SIGSTOP active {member} for {pause} ms")
             }
             2 => {
-                let standby = ["ltc-0", "ltc-1", "ltc-2"].into_iter().find(|n| *n != member).unwrap_or("ltc-0");
+                let standby = ["ltc-0", "ltc-1", "ltc-2"]
+                    .into_iter()
+                    .find(|n| *n != member)
+                    .unwrap_or("ltc-0");
                 if let Some(p) = pid_of(&controller, standby) {
                     signal(p, Signal::SIGKILL);
                 }
@@ -180,10 +212,17 @@ async fn main() {
             _ => {
                 let target = ["ltc-0", "ltc-1", "ltc-2"][(rng.next() % 3) as usize];
                 let result = controller.promote("ltc", target).await;
-                format!("promote {target}: {}", result.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()))
+                format!(
+                    "promote {target}: {}",
+                    result
+                        .map(|_| "ok".to_string())
+                        .unwrap_or_else(|e| e.to_string())
+                )
             }
         };
-        let expects_takeover = action == 0 || action == 1 || description.ends_with(": ok") && !description.contains(&member);
+        let expects_takeover = action == 0
+            || action == 1
+            || description.ends_with(": ok") && !description.contains(&member);
         if expects_takeover {
             match first_block_after(&controller, epoch, after_id, Duration::from_secs(20)).await {
                 Some((at, new_epoch)) => {

@@ -4,13 +4,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct ControlPlane {
-    child: Child,
-    api: String,
+/// A `chainfleet up` process; SIGKILLed on drop.
+pub(crate) struct ControlPlane {
+    pub(crate) child: Child,
+    pub(crate) api: String,
 }
 
 impl ControlPlane {
-    fn start(manifest: &Path, state_dir: &Path) -> ControlPlane {
+    pub(crate) fn start(manifest: &Path, state_dir: &Path) -> ControlPlane {
         Self::start_in(Path::new("."), manifest, state_dir)
     }
 
@@ -37,7 +38,7 @@ impl ControlPlane {
         }
     }
 
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_chainfleet"))
             .args(args)
             .env("CHAINFLEET_API", &self.api)
@@ -235,7 +236,7 @@ instances:
 }
 
 /// Send raw bytes to the API and return the status code and body.
-fn raw_http(api: &str, request: &[u8]) -> (u16, String) {
+pub(crate) fn raw_http(api: &str, request: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = api.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to API");
@@ -255,7 +256,7 @@ fn raw_http(api: &str, request: &[u8]) -> (u16, String) {
     (status, body)
 }
 
-fn post(path: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn post(path: &str, body: &[u8]) -> Vec<u8> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()

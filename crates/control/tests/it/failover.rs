@@ -24,9 +24,16 @@ async fn active(fleet: &TestFleet, not: Option<&str>, min_epoch: u64) -> (String
     loop {
         let groups = fleet.controller.producer_groups();
         if let Some(group) = groups.first() {
-            let member = group.members.iter().find(|m| m.active).map(|m| m.name.clone());
+            let member = group
+                .members
+                .iter()
+                .find(|m| m.active)
+                .map(|m| m.name.clone());
             if let Some(member) = member.filter(|m| Some(m.as_str()) != not) {
-                if group.epoch >= min_epoch && group.blocks_produced > 0 && group.watermark.is_some_and(|w| w.epoch == group.epoch) {
+                if group.epoch >= min_epoch
+                    && group.blocks_produced > 0
+                    && group.watermark.is_some_and(|w| w.epoch == group.epoch)
+                {
                     return (member, group.epoch);
                 }
             }
@@ -53,7 +60,11 @@ async fn epochs_along_chain(fleet: &TestFleet, reader: &str) -> Vec<u64> {
         .expect("reader endpoint");
     let rpc = RpcClient::new(Duration::from_secs(5)).expect("client");
     let adapter = Adapter::for_chain(Chain::Litecoin);
-    let tip = adapter.probe(&rpc, &upstream).await.expect("probe reader").height;
+    let tip = adapter
+        .probe(&rpc, &upstream)
+        .await
+        .expect("probe reader")
+        .height;
     let mut epochs = Vec::new();
     for height in 1..=tip {
         let epoch = adapter
@@ -77,7 +88,8 @@ async fn wait_synced(fleet: &TestFleet, names: &[&str], above: u64) {
                 .iter()
                 .map(|n| s.nodes.iter().find(|x| x.name == *n).and_then(|x| x.height))
                 .collect();
-            heights.iter().all(|h| h.is_some_and(|h| h > above)) && heights.windows(2).all(|w| w[0] == w[1])
+            heights.iter().all(|h| h.is_some_and(|h| h > above))
+                && heights.windows(2).all(|w| w[0] == w[1])
         })
         .await;
 }
@@ -87,20 +99,34 @@ async fn kill_9_of_the_active_producer_hands_over_without_epoch_going_back() {
     let fleet = TestFleet::start(GROUP).await;
     let (first, epoch) = active(&fleet, None, 1).await;
     fleet
-        .wait_for("a few blocks", Duration::from_secs(30), |s| s.nodes.iter().all(|n| n.height.unwrap_or(0) >= 4))
+        .wait_for("a few blocks", Duration::from_secs(30), |s| {
+            s.nodes.iter().all(|n| n.height.unwrap_or(0) >= 4)
+        })
         .await;
     let pid = node(&fleet.controller.snapshot(), &first).pid.expect("pid");
     kill9(pid);
     let (second, new_epoch) = active(&fleet, Some(&first), epoch + 1).await;
     assert_ne!(second, first);
     assert!(new_epoch > epoch);
-    let tip = node(&fleet.controller.snapshot(), &second).height.unwrap_or(0);
-    let others: Vec<&str> = ["ltc-0", "ltc-1", "ltc-2"].into_iter().filter(|n| *n != first).collect();
+    let tip = node(&fleet.controller.snapshot(), &second)
+        .height
+        .unwrap_or(0);
+    let others: Vec<&str> = ["ltc-0", "ltc-1", "ltc-2"]
+        .into_iter()
+        .filter(|n| *n != first)
+        .collect();
     wait_synced(&fleet, &others, tip + 3).await;
-    let reader = others.iter().find(|n| **n != second).copied().unwrap_or(others[0]);
+    let reader = others
+        .iter()
+        .find(|n| **n != second)
+        .copied()
+        .unwrap_or(others[0]);
     let epochs = epochs_along_chain(&fleet, reader).await;
     assert_eq!(violations(&epochs), 0, "epochs went back: {epochs:?}");
-    assert!(epochs.contains(&epoch) && epochs.contains(&new_epoch), "{epochs:?}");
+    assert!(
+        epochs.contains(&epoch) && epochs.contains(&new_epoch),
+        "{epochs:?}"
+    );
     fleet.stop().await;
 }
 
@@ -109,7 +135,9 @@ async fn a_paused_producer_never_produces_again_after_it_wakes() {
     let fleet = TestFleet::start(GROUP).await;
     let (first, epoch) = active(&fleet, None, 1).await;
     fleet
-        .wait_for("a few blocks", Duration::from_secs(30), |s| s.nodes.iter().all(|n| n.height.unwrap_or(0) >= 4))
+        .wait_for("a few blocks", Duration::from_secs(30), |s| {
+            s.nodes.iter().all(|n| n.height.unwrap_or(0) >= 4)
+        })
         .await;
     let pid = node(&fleet.controller.snapshot(), &first).pid.expect("pid");
     let nix_pid = nix::unistd::Pid::from_raw(pid as i32);
@@ -118,13 +146,24 @@ async fn a_paused_producer_never_produces_again_after_it_wakes() {
     // Stay stopped for longer than the lease TTL, then wake.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     nix::sys::signal::kill(nix_pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
-    let tip = node(&fleet.controller.snapshot(), &second).height.unwrap_or(0);
+    let tip = node(&fleet.controller.snapshot(), &second)
+        .height
+        .unwrap_or(0);
     wait_synced(&fleet, &["ltc-0", "ltc-1", "ltc-2"], tip + 3).await;
     let epochs = epochs_along_chain(&fleet, &first).await;
     assert_eq!(violations(&epochs), 0, "epochs went back: {epochs:?}");
-    let last_old = epochs.iter().rposition(|e| *e == epoch).expect("old epoch on chain");
-    let first_new = epochs.iter().position(|e| *e == new_epoch).expect("new epoch on chain");
-    assert!(last_old < first_new, "old epoch produced after the new one began: {epochs:?}");
+    let last_old = epochs
+        .iter()
+        .rposition(|e| *e == epoch)
+        .expect("old epoch on chain");
+    let first_new = epochs
+        .iter()
+        .position(|e| *e == new_epoch)
+        .expect("new epoch on chain");
+    assert!(
+        last_old < first_new,
+        "old epoch produced after the new one began: {epochs:?}"
+    );
     fleet.stop().await;
 }
 
@@ -133,27 +172,54 @@ async fn promote_fence_and_unfence() {
     let fleet = TestFleet::start(GROUP).await;
     let (first, epoch) = active(&fleet, None, 1).await;
     fleet
-        .wait_for("members healthy", Duration::from_secs(30), |s| s.nodes.iter().all(|n| n.state == "healthy"))
+        .wait_for("members healthy", Duration::from_secs(30), |s| {
+            s.nodes.iter().all(|n| n.state == "healthy")
+        })
         .await;
-    let target = ["ltc-0", "ltc-1", "ltc-2"].into_iter().find(|n| *n != first).expect("another member");
-    fleet.controller.promote("ltc", target).await.expect("promote");
+    let target = ["ltc-0", "ltc-1", "ltc-2"]
+        .into_iter()
+        .find(|n| *n != first)
+        .expect("another member");
+    fleet
+        .controller
+        .promote("ltc", target)
+        .await
+        .expect("promote");
     let (now_active, new_epoch) = active(&fleet, Some(&first), epoch + 1).await;
     assert_eq!(now_active, target);
-    assert_eq!(new_epoch, epoch + 1, "the handover takes exactly the next epoch");
+    assert_eq!(
+        new_epoch,
+        epoch + 1,
+        "the handover takes exactly the next epoch"
+    );
 
-    let err = fleet.controller.promote("ltx", target).await.expect_err("unknown group");
+    let err = fleet
+        .controller
+        .promote("ltx", target)
+        .await
+        .expect_err("unknown group");
     assert!(err.to_string().contains("did you mean `ltc`?"), "{err}");
 
     fleet.controller.fence("ltc", true).await.expect("fence");
     fleet
         .wait_for("nobody active", Duration::from_secs(10), |_| {
-            fleet.controller.producer_groups().first().is_some_and(|g| g.fenced && g.active.is_none())
+            fleet
+                .controller
+                .producer_groups()
+                .first()
+                .is_some_and(|g| g.fenced && g.active.is_none())
         })
         .await;
-    let height = node(&fleet.controller.snapshot(), target).height.unwrap_or(0);
+    let height = node(&fleet.controller.snapshot(), target)
+        .height
+        .unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = fleet.controller.snapshot();
-    assert_eq!(node(&later, target).height.unwrap_or(0), height, "a fenced group produced");
+    assert_eq!(
+        node(&later, target).height.unwrap_or(0),
+        height,
+        "a fenced group produced"
+    );
     fleet.controller.fence("ltc", false).await.expect("unfence");
     active(&fleet, None, new_epoch + 1).await;
     fleet.stop().await;
