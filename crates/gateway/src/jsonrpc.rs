@@ -324,10 +324,16 @@ pub fn parse_answer(raw: &str) -> Option<(Option<String>, Answer)> {
     let wire: WireAnswer = serde_json::from_str(raw).ok()?;
     let id = wire.id.map(|id| id.get().to_string());
     if let Some(error) = wire.error.filter(|e| e.get() != "null") {
-        return Some((id, Answer::Error(Bytes::copy_from_slice(error.get().as_bytes()))));
+        return Some((
+            id,
+            Answer::Error(Bytes::copy_from_slice(error.get().as_bytes())),
+        ));
     }
     let result = wire.result?;
-    Some((id, Answer::Result(Bytes::copy_from_slice(result.get().as_bytes()))))
+    Some((
+        id,
+        Answer::Result(Bytes::copy_from_slice(result.get().as_bytes())),
+    ))
 }
 
 /// Read a node's answer to a batch: one answer per forwarded call, matched by
@@ -392,13 +398,22 @@ mod tests {
 
     #[test]
     fn single_and_batch_parse() {
-        let req = parse(br#"{"jsonrpc":"2.0","id":7,"method":"getblockcount","params":[]}"#, 10)
-            .expect("valid");
+        let req = parse(
+            br#"{"jsonrpc":"2.0","id":7,"method":"getblockcount","params":[]}"#,
+            10,
+        )
+        .expect("valid");
         assert!(!req.batch);
         let c = call(&req.elements[0]);
-        assert_eq!((c.id.as_deref(), c.method.as_str()), (Some("7"), "getblockcount"));
-        let req = parse(br#"[{"id":"a","method":"x"},{"id":null,"method":"y","params":{"a":1}}]"#, 10)
-            .expect("valid");
+        assert_eq!(
+            (c.id.as_deref(), c.method.as_str()),
+            (Some("7"), "getblockcount")
+        );
+        let req = parse(
+            br#"[{"id":"a","method":"x"},{"id":null,"method":"y","params":{"a":1}}]"#,
+            10,
+        )
+        .expect("valid");
         assert!(req.batch);
         assert_eq!(call(&req.elements[1]).id.as_deref(), Some("null"));
         assert_eq!(call(&req.elements[1]).params.as_deref(), Some(r#"{"a":1}"#));
@@ -450,7 +465,10 @@ mod tests {
 
     #[test]
     fn strings_do_not_count_as_nesting() {
-        let body = format!(r#"{{"id":1,"method":"a","params":["{}"]}}"#, "[".repeat(500));
+        let body = format!(
+            r#"{{"id":1,"method":"a","params":["{}"]}}"#,
+            "[".repeat(500)
+        );
         assert!(parse(body.as_bytes(), 10).is_ok());
     }
 
@@ -459,11 +477,15 @@ mod tests {
         let body = answer_body(Some("\"x\""), &Answer::Result(Bytes::from_static(b"5")));
         assert_eq!(&body[..], br#"{"jsonrpc":"2.0","id":"x","result":5}"#);
         let (id, answer) =
-            parse_answer(r#"{"result":null,"error":{"code":-1,"message":"m"},"id":0}"#).expect("ok");
+            parse_answer(r#"{"result":null,"error":{"code":-1,"message":"m"},"id":0}"#)
+                .expect("ok");
         assert_eq!(id.as_deref(), Some("0"));
         assert!(answer.is_error());
-        let answers = parse_batch_answer(br#"[{"id":1,"result":2},{"id":0,"result":1},{"id":9,"result":0}]"#, 3)
-            .expect("list");
+        let answers = parse_batch_answer(
+            br#"[{"id":1,"result":2},{"id":0,"result":1},{"id":9,"result":0}]"#,
+            3,
+        )
+        .expect("list");
         assert_eq!(answers[0], Some(Answer::Result(Bytes::from_static(b"1"))));
         assert_eq!(answers[1], Some(Answer::Result(Bytes::from_static(b"2"))));
         assert_eq!(answers[2], None);

@@ -165,14 +165,17 @@ impl KeyStore {
             .map_err(db("set a busy timeout"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db("enable WAL"))?;
-        conn.execute_batch(SCHEMA).map_err(db("create the key tables"))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(db("create the key tables"))?;
         Ok(KeyStore { conn })
     }
 
     /// The change counter; it grows on every create and revoke.
     pub fn version(&self) -> Result<i64, GatewayError> {
         self.conn
-            .query_row("SELECT value FROM version WHERE id = 0", [], |row| row.get(0))
+            .query_row("SELECT value FROM version WHERE id = 0", [], |row| {
+                row.get(0)
+            })
             .map_err(db("read the key version"))
     }
 
@@ -210,14 +213,16 @@ impl KeyStore {
         }
         parse_cidrs(&new.cidrs)?;
         if new.label.len() > 200 {
-            return Err(GatewayError::Invalid("the label is longer than 200 bytes".into()));
+            return Err(GatewayError::Invalid(
+                "the label is longer than 200 bytes".into(),
+            ));
         }
         let id = random_hex(4)?;
         let key = format!("{KEY_PREFIX}{id}_{}", random_hex(32)?);
         let created_ms = now_ms();
-        let expires_ms = new
-            .expires_in_seconds
-            .map(|s| created_ms.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)));
+        let expires_ms = new.expires_in_seconds.map(|s| {
+            created_ms.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))
+        });
         let info = KeyInfo {
             id: id.clone(),
             instance: new.instance,
@@ -357,7 +362,9 @@ mod tests {
                 |_| true,
             )
             .expect("create");
-        assert!(created.key.starts_with(&format!("{KEY_PREFIX}{}_", created.info.id)));
+        assert!(created
+            .key
+            .starts_with(&format!("{KEY_PREFIX}{}_", created.info.id)));
         assert_eq!(created.info.allow, vec!["read".to_string()]);
         assert!(store.version().expect("version") > v0);
         let raw = std::fs::read(db_path(dir.path())).expect("db");
@@ -388,9 +395,37 @@ mod tests {
             instance: "ltc".into(),
             ..NewKey::default()
         };
-        assert!(store_err(&mut store, NewKey { instance: "eth".into(), ..base.clone() }).contains("no instance"));
-        assert!(store_err(&mut store, NewKey { cidrs: vec!["10.0.0.0/33".into()], ..base.clone() }).contains("CIDR"));
-        assert!(store_err(&mut store, NewKey { rps: Some(0), ..base.clone() }).contains("rps"));
-        assert!(store_err(&mut store, NewKey { allow: vec!["a b".into()], ..base }).contains("whitespace"));
+        assert!(store_err(
+            &mut store,
+            NewKey {
+                instance: "eth".into(),
+                ..base.clone()
+            }
+        )
+        .contains("no instance"));
+        assert!(store_err(
+            &mut store,
+            NewKey {
+                cidrs: vec!["10.0.0.0/33".into()],
+                ..base.clone()
+            }
+        )
+        .contains("CIDR"));
+        assert!(store_err(
+            &mut store,
+            NewKey {
+                rps: Some(0),
+                ..base.clone()
+            }
+        )
+        .contains("rps"));
+        assert!(store_err(
+            &mut store,
+            NewKey {
+                allow: vec!["a b".into()],
+                ..base
+            }
+        )
+        .contains("whitespace"));
     }
 }

@@ -181,8 +181,8 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(512)
             .build(connector);
-        let cache_bytes = usize::try_from(options.cache_mb.saturating_mul(1024 * 1024))
-            .unwrap_or(usize::MAX);
+        let cache_bytes =
+            usize::try_from(options.cache_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         let inner = Arc::new(Inner {
             permits: Semaphore::new(options.max_inflight.max(1)),
             options,
@@ -200,7 +200,11 @@ impl Gateway {
         });
         let version = store.version()?;
         routes::reload_keys(&inner, &store)?;
-        routes::rebuild(&inner, &upstreams.borrow_and_update(), &access.borrow_and_update());
+        routes::rebuild(
+            &inner,
+            &upstreams.borrow_and_update(),
+            &access.borrow_and_update(),
+        );
         spawn_key_poller(Arc::downgrade(&inner), store, version);
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -226,6 +230,12 @@ impl Gateway {
     /// The gateway's metrics in the OpenMetrics text format.
     pub fn metrics_text(&self) -> String {
         self.inner.metrics.render()
+    }
+
+    /// Reload the API keys now instead of at the next poll; returns how many are active.
+    pub fn refresh_keys(&self) -> Result<usize, GatewayError> {
+        let store = KeyStore::open(&self.inner.options.state_dir)?;
+        routes::reload_keys(&self.inner, &store)
     }
 
     /// Instance names the gateway currently routes.
@@ -284,7 +294,10 @@ pub fn watch_manifest(
     every: Duration,
 ) -> watch::Receiver<Arc<AccessMap>> {
     let first = read();
-    let initial = first.as_deref().and_then(access_from_manifest).unwrap_or_default();
+    let initial = first
+        .as_deref()
+        .and_then(access_from_manifest)
+        .unwrap_or_default();
     let (tx, rx) = watch::channel(Arc::new(initial));
     tokio::spawn(async move {
         let mut last = first;
@@ -307,10 +320,7 @@ pub fn watch_manifest(
 
 /// For a standalone gateway: follow the upstreams and manifest that a control
 /// plane keeps in `state_dir`, polling every `every`.
-pub fn watch_state_dir(
-    state_dir: &Path,
-    every: Duration,
-) -> Result<Feeds, GatewayError> {
+pub fn watch_state_dir(state_dir: &Path, every: Duration) -> Result<Feeds, GatewayError> {
     let db = state_dir.join("state.db");
     if !db.exists() {
         return Err(GatewayError::Invalid(format!(
@@ -329,7 +339,8 @@ pub fn watch_state_dir(
                 return;
             }
             let dir = dir.clone();
-            match tokio::task::spawn_blocking(move || chainfleet_control::read_upstreams(&dir)).await
+            match tokio::task::spawn_blocking(move || chainfleet_control::read_upstreams(&dir))
+                .await
             {
                 Ok(Ok(snapshot)) => {
                     let _ = tx.send(Arc::new(snapshot));

@@ -33,7 +33,9 @@ impl TokenBucket {
         let (tokens, last) = &mut *state;
         *tokens = match last {
             None => burst,
-            Some(last) => (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst),
+            Some(last) => {
+                (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst)
+            }
         };
         *last = Some(now);
         if *tokens >= cost {
@@ -91,9 +93,16 @@ mod tests {
             assert!(bucket.take(1, 2, 5, t0).is_ok());
         }
         assert_eq!(bucket.take(1, 2, 5, t0), Err(1));
-        assert!(bucket.take(1, 2, 5, t0 + Duration::from_millis(500)).is_ok());
-        assert!(bucket.take(1, 2, 5, t0 + Duration::from_millis(500)).is_err());
-        assert_eq!(bucket.take(4, 1, 5, t0 + Duration::from_millis(500)), Err(4));
+        assert!(bucket
+            .take(1, 2, 5, t0 + Duration::from_millis(500))
+            .is_ok());
+        assert!(bucket
+            .take(1, 2, 5, t0 + Duration::from_millis(500))
+            .is_err());
+        assert_eq!(
+            bucket.take(4, 1, 5, t0 + Duration::from_millis(500)),
+            Err(4)
+        );
     }
 
     #[test]

@@ -91,7 +91,11 @@ impl Default for Metrics {
             "Failed requests to nodes, by kind",
             upstream_errors.clone(),
         );
-        registry.register("cache_hits", "Calls answered from the cache", cache_hits.clone());
+        registry.register(
+            "cache_hits",
+            "Calls answered from the cache",
+            cache_hits.clone(),
+        );
         registry.register(
             "cache_misses",
             "Cacheable calls that were not in the cache",

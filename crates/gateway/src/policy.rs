@@ -158,7 +158,10 @@ pub fn judge(
     let instance_verdict = instance.judge(method, class);
     let key_verdict = key.judge(method, class);
     // An explicit deny anywhere is the clearest reason; report it first.
-    for (scope, verdict) in [(Scope::Instance, &instance_verdict), (Scope::Key, &key_verdict)] {
+    for (scope, verdict) in [
+        (Scope::Instance, &instance_verdict),
+        (Scope::Key, &key_verdict),
+    ] {
         if let Err(rule) = verdict {
             if rule.starts_with("deny") {
                 return Err(Denial {
@@ -195,7 +198,9 @@ mod tests {
         let denial = judge(&inst, &key, "sendrawtransaction", Some(MethodClass::Write))
             .expect_err("writes are denied");
         assert_eq!(denial.scope, Scope::Instance);
-        assert!(denial.message("sendrawtransaction").contains("allow: [read]"));
+        assert!(denial
+            .message("sendrawtransaction")
+            .contains("allow: [read]"));
     }
 
     #[test]
@@ -203,13 +208,26 @@ mod tests {
         let inst = p(&["read", "admin"], &[]);
         let key = p(&["read", "admin"], &["stop"]);
         let denial = judge(&inst, &key, "stop", Some(MethodClass::Admin)).expect_err("denied");
-        assert_eq!(denial, Denial { scope: Scope::Key, rule: "deny: stop".into() });
+        assert_eq!(
+            denial,
+            Denial {
+                scope: Scope::Key,
+                rule: "deny: stop".into()
+            }
+        );
         assert!(judge(&inst, &key, "uptime", Some(MethodClass::Admin)).is_ok());
         let inst = p(&["read"], &["getblock"]);
-        let denial = judge(&inst, &p(&["getblock"], &[]), "getblock", Some(MethodClass::Read))
-            .expect_err("denied");
+        let denial = judge(
+            &inst,
+            &p(&["getblock"], &[]),
+            "getblock",
+            Some(MethodClass::Read),
+        )
+        .expect_err("denied");
         assert_eq!(denial.rule, "deny: getblock");
-        assert!(denial.message("getblock").contains("denied by the instance rule"));
+        assert!(denial
+            .message("getblock")
+            .contains("denied by the instance rule"));
     }
 
     #[test]

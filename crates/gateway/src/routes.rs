@@ -41,7 +41,10 @@ impl NodeState {
     /// Record a failure; open the circuit after `threshold` in a row.
     /// Returns true when this failure opened it.
     pub fn failure(&self, threshold: u32, now_ms: u64, open_ms: u64) -> bool {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         if failures >= threshold.max(1) {
             self.open_until_ms
                 .store(now_ms.saturating_add(open_ms), Ordering::Relaxed);
@@ -176,8 +179,8 @@ pub(crate) fn rebuild(inner: &Inner, snapshot: &UpstreamSnapshot, access: &Acces
                 continue;
             };
             let status = &upstream.status;
-            let eligible = status.state == "healthy"
-                && status.lag.unwrap_or(0) <= instance_access.max_lag;
+            let eligible =
+                status.state == "healthy" && status.lag.unwrap_or(0) <= instance_access.max_lag;
             let state = node_states
                 .entry(status.name.clone())
                 .or_insert_with(|| Arc::new(NodeState::default()))
@@ -256,8 +259,10 @@ pub(crate) fn reload_keys(inner: &Inner, store: &KeyStore) -> Result<usize, Gate
             }),
         );
     }
-    let ids: std::collections::HashSet<String> =
-        map.values().map(|key: &Arc<LiveKey>| key.info.id.clone()).collect();
+    let ids: std::collections::HashSet<String> = map
+        .values()
+        .map(|key: &Arc<LiveKey>| key.info.id.clone())
+        .collect();
     usages.retain(|id, _| ids.contains(id));
     drop(usages);
     let count = map.len();
@@ -272,7 +277,10 @@ mod tests {
     #[test]
     fn basic_auth_is_standard_base64() {
         let value = basic_auth("Aladdin", "open sesame").expect("header");
-        assert_eq!(value.to_str().ok(), Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
+        assert_eq!(
+            value.to_str().ok(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
         assert_eq!(
             basic_auth("a", "b").and_then(|v| v.to_str().ok().map(str::to_string)),
             Some("Basic YTpi".to_string())

@@ -224,7 +224,12 @@ fn authenticate(
     ip: IpAddr,
 ) -> Result<Arc<LiveKey>, Failure> {
     let unauthorized = |message: String| {
-        Failure::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, "unauthorized", message)
+        Failure::new(
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHORIZED,
+            "unauthorized",
+            message,
+        )
     };
     let Some(presented) = presented_key(headers, path_key) else {
         return Err(unauthorized(
@@ -283,7 +288,11 @@ fn limited(what: &str, seconds: u64) -> Failure {
 }
 
 /// Read a body of at most `max` bytes within the body timeout.
-async fn read_body(inner: &Inner, request: Request<Incoming>, max: usize) -> Result<Bytes, Failure> {
+async fn read_body(
+    inner: &Inner,
+    request: Request<Incoming>,
+    max: usize,
+) -> Result<Bytes, Failure> {
     let too_large = |got: Option<u64>| {
         Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -402,7 +411,16 @@ async fn serve_instance(
         }
     };
     if !rest_path.is_empty() {
-        return serve_rest(inner, route, &key, rest_path, query.as_deref(), http_method, body).await;
+        return serve_rest(
+            inner,
+            route,
+            &key,
+            rest_path,
+            query.as_deref(),
+            http_method,
+            body,
+        )
+        .await;
     }
     let max_batch = usize::try_from(access.max_batch).unwrap_or(usize::MAX);
     let parsed = match jsonrpc::parse(&body, max_batch) {
@@ -476,9 +494,12 @@ async fn serve_calls(
             Element::Call(call) => call,
         };
         let info = route.methods.get(call.method.as_str());
-        if let Err(denial) =
-            policy::judge(&route.policy, &key.policy, &call.method, info.map(|m| m.class))
-        {
+        if let Err(denial) = policy::judge(
+            &route.policy,
+            &key.policy,
+            &call.method,
+            info.map(|m| m.class),
+        ) {
             metrics.call(&route.name, method_label(info), key_id, "denied");
             tracing::debug!(instance = %route.name, key_id, method = %call.method, rule = %denial.rule, "call denied");
             answers[index] = Some(Answer::error(
@@ -513,7 +534,9 @@ async fn serve_calls(
             })
             .collect();
         let outcome = if calls.len() == 1 && !parsed.batch {
-            forward_coalesced(inner, route, calls[0]).await.map(|a| vec![a])
+            forward_coalesced(inner, route, calls[0])
+                .await
+                .map(|a| vec![a])
         } else {
             forward_calls(inner, route, &calls).await
         };
@@ -539,8 +562,13 @@ async fn serve_calls(
             }
         }
     }
+    let all_invalid = parsed
+        .elements
+        .iter()
+        .all(|e| matches!(e, Element::Invalid { .. }));
     let status = match &failed {
         Some(failure) if forward.len() == count => failure.status,
+        _ if all_invalid && !parsed.batch => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };
     let mut out = Vec::with_capacity(128 * count);
@@ -675,7 +703,11 @@ async fn forward_calls_batched(
                         .into_iter()
                         .map(|a| {
                             a.unwrap_or_else(|| {
-                                Answer::error(code::INTERNAL, "the node's batch answer has no answer for this call", None)
+                                Answer::error(
+                                    code::INTERNAL,
+                                    "the node's batch answer has no answer for this call",
+                                    None,
+                                )
                             })
                         })
                         .collect(),
@@ -805,11 +837,14 @@ async fn send(
         })?;
         let status = response.status();
         let content_type = response.headers().get(CONTENT_TYPE).cloned();
-        let body = Limited::new(response.into_body(), chainfleet_chains::rpc::MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|_| "io")?
-            .to_bytes();
+        let body = Limited::new(
+            response.into_body(),
+            chainfleet_chains::rpc::MAX_RESPONSE_BYTES,
+        )
+        .collect()
+        .await
+        .map_err(|_| "io")?
+        .to_bytes();
         Ok((status, content_type, body))
     };
     match tokio::time::timeout(inner.options.upstream_timeout, exchange).await {
@@ -876,7 +911,10 @@ async fn send_with_retry<T>(
         );
         tracing::warn!(instance = %route.name, node = %slot.node, kind, circuit_opened = opened, retry = idempotent && attempt == 0, "upstream request failed");
         let message = if idempotent {
-            format!("replica {} failed ({kind}) and no other replica could answer", slot.node)
+            format!(
+                "replica {} failed ({kind}) and no other replica could answer",
+                slot.node
+            )
         } else {
             format!(
                 "replica {} failed ({kind}); the call may change state, so it was not retried — check before sending it again",
@@ -921,14 +959,22 @@ async fn serve_rest(
             StatusCode::NOT_FOUND,
             code::INVALID_REQUEST,
             "invalid",
-            format!("`{shown}` is not a REST path of this chain; send JSON-RPC to /rpc/{}", route.name),
+            format!(
+                "`{shown}` is not a REST path of this chain; send JSON-RPC to /rpc/{}",
+                route.name
+            ),
         )
         .response();
     };
     if let Err(denial) = policy::judge(&route.policy, &key.policy, &name, Some(info.class)) {
         metrics.call(&route.name, info.name, key_id, "denied");
-        return Failure::new(StatusCode::FORBIDDEN, code::DENIED, "denied", denial.message(&name))
-            .response();
+        return Failure::new(
+            StatusCode::FORBIDDEN,
+            code::DENIED,
+            "denied",
+            denial.message(&name),
+        )
+        .response();
     }
     let suffix = match query {
         Some(query) => format!("{name}?{query}"),

@@ -1,1 +1,7 @@
-//! Gateway integration tests.
+//! Gateway tests with real litecoind and anvil nodes behind it.
+
+mod bad_input;
+mod evm;
+mod harness;
+mod litecoin;
+mod routing;
