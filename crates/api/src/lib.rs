@@ -2,6 +2,7 @@
 //! logs, events, manifest apply, shutdown, and Prometheus metrics.
 
 mod alerts_api;
+mod keys;
 mod metrics;
 mod producers;
 
@@ -65,6 +66,7 @@ pub fn router(controller: Controller, shutdown: Arc<watch::Sender<bool>>) -> Rou
         .route("/v1/shutdown", post(shutdown_fleet))
         .merge(alerts_api::routes())
         .merge(producers::routes())
+        .merge(keys::router(controller.clone()))
         .layer(DefaultBodyLimit::max(
             chainfleet_spec::MAX_MANIFEST_BYTES + 1024,
         ))

@@ -352,6 +352,7 @@ async fn up(file: Option<PathBuf>, state_dir: PathBuf, listen: SocketAddr) -> Re
         controller.fleet_name(),
         state_dir.display()
     );
+    gateway_cmd::start_with_controller(&controller, shutdown_rx.clone()).await;
     let loops = {
         let controller = controller.clone();
         let rx = shutdown_rx.clone();
