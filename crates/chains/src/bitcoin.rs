@@ -491,6 +491,26 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("walletprocesspsbt", Wallet, Never),
 ];
 
+/// The hash of the block at `height` on the node's best chain.
+pub(crate) async fn block_hash_at(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    height: u64,
+) -> Result<String, ChainError> {
+    let answer = rpc.call(ep, PATH, "getblockhash", json!([height])).await?;
+    field::hash(&answer, "getblockhash", "", 64).map_err(|e| field::locate(e, &ep.url))
+}
+
+/// Mainnet block interval of a bitcoin-family chain.
+pub(crate) fn block_interval_secs(chain: Chain) -> u64 {
+    match chain {
+        Chain::Litecoin | Chain::Dash => 150,
+        Chain::Zcash => 75,
+        Chain::Dogecoin => 60,
+        _ => 600,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -710,25 +730,5 @@ mod tests {
         // Same witness program (sha256 of OP_TRUE), different hrp and checksum.
         assert_eq!(ltc.get(6..58), btc.get(6..58));
         assert_eq!(default_reward_address(Chain::Zcash), None);
-    }
-}
-
-/// The hash of the block at `height` on the node's best chain.
-pub(crate) async fn block_hash_at(
-    rpc: &RpcClient,
-    ep: &Endpoint,
-    height: u64,
-) -> Result<String, ChainError> {
-    let answer = rpc.call(ep, PATH, "getblockhash", json!([height])).await?;
-    field::hash(&answer, "getblockhash", "", 64).map_err(|e| field::locate(e, &ep.url))
-}
-
-/// Mainnet block interval of a bitcoin-family chain.
-pub(crate) fn block_interval_secs(chain: Chain) -> u64 {
-    match chain {
-        Chain::Litecoin | Chain::Dash => 150,
-        Chain::Zcash => 75,
-        Chain::Dogecoin => 60,
-        _ => 600,
     }
 }

@@ -451,6 +451,25 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("hardhat_stopImpersonatingAccount", Admin, Never),
 ];
 
+/// The hash of the block at `height` on the node's canonical chain.
+pub(crate) async fn block_hash_at(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    height: u64,
+) -> Result<String, ChainError> {
+    let block = rpc
+        .call(
+            ep,
+            PATH,
+            "eth_getBlockByNumber",
+            json!([format!("{height:#x}"), false]),
+        )
+        .await?;
+    parse_block(&block)
+        .map(|(_, hash, _)| hash)
+        .map_err(|e| field::locate(e, &ep.url))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -637,23 +656,4 @@ mod tests {
         ];
         assert!(parse_status(missing_block).is_err());
     }
-}
-
-/// The hash of the block at `height` on the node's canonical chain.
-pub(crate) async fn block_hash_at(
-    rpc: &RpcClient,
-    ep: &Endpoint,
-    height: u64,
-) -> Result<String, ChainError> {
-    let block = rpc
-        .call(
-            ep,
-            PATH,
-            "eth_getBlockByNumber",
-            json!([format!("{height:#x}"), false]),
-        )
-        .await?;
-    parse_block(&block)
-        .map(|(_, hash, _)| hash)
-        .map_err(|e| field::locate(e, &ep.url))
 }

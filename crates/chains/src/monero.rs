@@ -275,6 +275,22 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("/sendrawtransaction", Write, Never),
 ];
 
+/// The hash of the block at `height` on the node's main chain.
+pub(crate) async fn block_hash_at(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    height: u64,
+) -> Result<String, ChainError> {
+    let what = "get_block_header_by_height";
+    let answer = rpc
+        .call(ep, PATH, what, json!({ "height": height }))
+        .await?;
+    check_status(&answer, what).map_err(|e| field::locate(e, &ep.url))?;
+    let block = answer.get("block_header").unwrap_or(&Value::Null);
+    field::hash(block.get("hash").unwrap_or(&Value::Null), what, "", 64)
+        .map_err(|e| field::locate(e, &ep.url))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -449,20 +465,4 @@ mod tests {
             assert!(parse_produced(&bad).is_err(), "accepted {bad}");
         }
     }
-}
-
-/// The hash of the block at `height` on the node's main chain.
-pub(crate) async fn block_hash_at(
-    rpc: &RpcClient,
-    ep: &Endpoint,
-    height: u64,
-) -> Result<String, ChainError> {
-    let what = "get_block_header_by_height";
-    let answer = rpc
-        .call(ep, PATH, what, json!({ "height": height }))
-        .await?;
-    check_status(&answer, what).map_err(|e| field::locate(e, &ep.url))?;
-    let block = answer.get("block_header").unwrap_or(&Value::Null);
-    field::hash(block.get("hash").unwrap_or(&Value::Null), what, "", 64)
-        .map_err(|e| field::locate(e, &ep.url))
 }

@@ -536,3 +536,164 @@ mod tests {
         assert_eq!(tail(&file, 10), "a\nb\nc");
     }
 }
+
+/// A supporting HTTP service (Prometheus, Alertmanager) on a free loopback
+/// port in a temp dir, SIGKILLed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    /// Short name, e.g. `prometheus`.
+    pub name: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its directory (config, data, `service.log`).
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl Service {
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.path().join("service.log"), lines)
+    }
+
+    /// GET `path` and parse the JSON answer, or say why not.
+    pub async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|err| err.to_string())?;
+        let response = client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .map_err(|err| err.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|err| err.to_string())?;
+        if !status.is_success() {
+            return Err(format!("HTTP {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|err| format!("{err}: {text}"))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `program` with `args(port, dir)` and wait until `GET /-/ready` answers 200.
+async fn start_service(
+    name: &str,
+    program: &str,
+    files: &[(&str, String)],
+    args: impl Fn(u16, &Path) -> Vec<String>,
+) -> Service {
+    let binary = require_binary(program);
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        let dir = temp_dir();
+        for (file, contents) in files {
+            let path = dir.path().join(file);
+            std::fs::write(&path, contents)
+                .unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
+        }
+        let port = free_port();
+        let log = dir.path().join("service.log");
+        let out = File::create(&log)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", log.display()));
+        let err_out = out
+            .try_clone()
+            .unwrap_or_else(|err| panic!("cannot clone a log handle: {err}"));
+        let child = Command::new(&binary)
+            .args(args(port, dir.path()))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err_out)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {name} ({}): {err}", binary.display()));
+        let mut service = Service {
+            name: name.to_string(),
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            child,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_else(|err| panic!("cannot build an HTTP client: {err}"));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = service.child.try_wait() {
+                failures.push(format!(
+                    "{name} exited during startup ({status})\n--- log tail ---\n{}",
+                    service.log_tail(30)
+                ));
+                break;
+            }
+            let ready = client
+                .get(format!("{}/-/ready", service.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return service;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{name} did not become ready on {} within {START_TIMEOUT:?}\n--- log tail ---\n{}",
+                    service.url,
+                    service.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    panic!(
+        "{name} did not start in {START_ATTEMPTS} attempts:\n{}",
+        failures.join("\n\n")
+    );
+}
+
+/// A real Prometheus (Debian `prometheus`) scraping `target` (`HOST:PORT`,
+/// path `/metrics`) every `scrape_interval` (e.g. `1s`), with
+/// `honor_labels: true` so Chainfleet's `instance` label is kept.
+pub async fn prometheus(target: &str, scrape_interval: &str) -> Service {
+    let config = format!(
+        "global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\nscrape_configs:\n  - job_name: chainfleet\n    honor_labels: true\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    start_service(
+        "prometheus",
+        "prometheus",
+        &[("prometheus.yml", config)],
+        |port, dir| {
+            vec![
+                format!("--config.file={}", dir.join("prometheus.yml").display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        },
+    )
+    .await
+}
+
+/// A real Alertmanager (Debian `prometheus-alertmanager`), clustering off.
+pub async fn alertmanager() -> Service {
+    let config = "route:\n  receiver: none\nreceivers:\n  - name: none\n".to_string();
+    start_service(
+        "alertmanager",
+        "prometheus-alertmanager",
+        &[("alertmanager.yml", config)],
+        |port, dir| {
+            vec![
+                format!("--config.file={}", dir.join("alertmanager.yml").display()),
+                format!("--storage.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=".to_string(),
+            ]
+        },
+    )
+    .await
+}

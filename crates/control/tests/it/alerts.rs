@@ -1,0 +1,426 @@
+//! Health and alerts against real daemons: stall, lag, down, a real fork,
+//! a webhook receiver, a real Prometheus and a real Alertmanager, and the
+//! shipped Prometheus rules under promtool.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chainfleet_control::alerts::{Alert, AlertStatus};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fleet::{litecoin_cli, mine, node, TestFleet};
+
+/// A tiny HTTP server that records every JSON body POSTed to it.
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the webhook receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let store = bodies.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let body = loop {
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buffer).to_string();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buffer.len() >= end + 4 + length {
+                            break buffer[end + 4..end + 4 + length].to_vec();
+                        }
+                    };
+                    if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                        store.lock().expect("lock").push(value);
+                    }
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        Receiver { url, bodies, task }
+    }
+
+    /// The alert bodies received so far.
+    fn alerts(&self) -> Vec<Alert> {
+        self.bodies
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|b| serde_json::from_value(b.get("alert")?.clone()).ok())
+            .collect()
+    }
+
+    async fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&Alert) -> bool) -> Alert {
+        let start = Instant::now();
+        loop {
+            if let Some(found) = self.alerts().into_iter().find(|a| check(a)) {
+                return found;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "webhook did not receive {what} within {limit:?}; got {:#?}",
+                self.alerts()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn is(alert: &Alert, id: &str, status: AlertStatus) -> bool {
+    alert.id == id && alert.status == status
+}
+
+fn signal(pid: u32, signal: Signal) {
+    kill(Pid::from_raw(pid as i32), signal).expect("signal the node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_lag_and_down_reach_the_webhook_firing_and_resolved() {
+    let hook = Receiver::start().await;
+    let fleet = TestFleet::start(&format!(
+        "alerting:
+  rules:
+    lagging: {{warning: 2, critical: 1000, for: 1s}}
+  channels:
+    - {{type: webhook, url: '{}'}}
+instances:
+  - name: prod
+    chain: litecoin
+    role: producer
+    production: {{blockInterval: 1s}}
+  - name: fol
+    chain: litecoin
+    peers: [prod]
+",
+        hook.url
+    ))
+    .await;
+    let state = fleet.state_dir();
+    fleet
+        .wait_for(
+            "producer and follower healthy at height 3",
+            Duration::from_secs(90),
+            |s| {
+                s.nodes.len() == 2
+                    && s.nodes
+                        .iter()
+                        .all(|n| n.health == "healthy" && n.height.unwrap_or(0) >= 3)
+            },
+        )
+        .await;
+
+    // Cut the follower off: its head stops (stalled) while the producer goes on (lagging).
+    litecoin_cli(&state, "fol-0", &["setnetworkactive", "false"]);
+    hook.wait_for("stalled fol-0", Duration::from_secs(30), |a| {
+        is(a, "stalled/fol-0", AlertStatus::Firing)
+    })
+    .await;
+    hook.wait_for("lagging fol-0", Duration::from_secs(30), |a| {
+        is(a, "lagging/fol-0", AlertStatus::Firing)
+    })
+    .await;
+    let snapshot = fleet
+        .wait_for("fol-0 stalled or lagging", Duration::from_secs(10), |s| {
+            matches!(node(s, "fol-0").health.as_str(), "stalled" | "lagging")
+        })
+        .await;
+    assert!(node(&snapshot, "prod-0").lag == Some(0), "{snapshot:#?}");
+
+    // Reconnect: it catches up, and both alerts resolve.
+    litecoin_cli(&state, "fol-0", &["setnetworkactive", "true"]);
+    for id in ["stalled/fol-0", "lagging/fol-0"] {
+        hook.wait_for(&format!("{id} resolved"), Duration::from_secs(60), |a| {
+            is(a, id, AlertStatus::Resolved)
+        })
+        .await;
+    }
+
+    // Freeze the producer: down within two probe intervals (bound generously).
+    let pid = node(&fleet.controller.snapshot(), "prod-0")
+        .pid
+        .expect("pid");
+    signal(pid, Signal::SIGSTOP);
+    let frozen = Instant::now();
+    hook.wait_for("nodeDown prod-0", Duration::from_secs(15), |a| {
+        is(a, "nodeDown/prod-0", AlertStatus::Firing)
+    })
+    .await;
+    let detected = frozen.elapsed();
+    signal(pid, Signal::SIGCONT);
+    hook.wait_for("nodeDown prod-0 resolved", Duration::from_secs(30), |a| {
+        is(a, "nodeDown/prod-0", AlertStatus::Resolved)
+    })
+    .await;
+    let events = fleet.controller.events_after(0, 10_000).expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "alert-firing" && e.message.contains("nodeDown")),
+        "alert transitions are recorded as events: {events:#?}"
+    );
+    eprintln!("nodeDown detected {detected:?} after SIGSTOP");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_fork_is_flagged_on_the_minority() {
+    let fleet = TestFleet::start(
+        "instances:
+  - name: ltc
+    chain: litecoin
+    replicas: 3
+    # Out of initial block download from the start, so every node syncs
+    # from whichever peer has blocks (in IBD a node picks one sync peer).
+    client: {args: ['-maxtipage=1000000000']}
+",
+    )
+    .await;
+    let state = fleet.state_dir();
+    fleet
+        .wait_for("three peered nodes", Duration::from_secs(90), |s| {
+            s.nodes.len() == 3 && s.nodes.iter().all(|n| n.peers.unwrap_or(0) >= 1)
+        })
+        .await;
+    mine(&state, "ltc-0", 3);
+    fleet
+        .wait_for("all at height 3", Duration::from_secs(30), |s| {
+            s.nodes.iter().all(|n| n.height == Some(3))
+        })
+        .await;
+    // ltc-2 leaves the network and mines its own chain; the majority mines another.
+    litecoin_cli(&state, "ltc-2", &["setnetworkactive", "false"]);
+    fleet
+        .wait_for("ltc-2 without peers", Duration::from_secs(30), |s| {
+            node(s, "ltc-2").peers == Some(0)
+        })
+        .await;
+    // Another payout script, so its blocks differ from the majority's even
+    // when both mine on the same parent within the same second.
+    litecoin_cli(&state, "ltc-2", &["generatetodescriptor", "2", "raw(52)"]);
+    mine(&state, "ltc-0", 4);
+    let split = Instant::now();
+    let snapshot = fleet
+        .wait_for("forked alert on ltc-2", Duration::from_secs(30), |s| {
+            s.alerts
+                .iter()
+                .any(|a| is(a, "forked/ltc-2", AlertStatus::Firing))
+        })
+        .await;
+    eprintln!("fork flagged {:?} after the split", split.elapsed());
+    assert_eq!(node(&snapshot, "ltc-2").health, "forked", "{snapshot:#?}");
+    for majority in ["ltc-0", "ltc-1"] {
+        assert!(!node(&snapshot, majority).forked, "{snapshot:#?}");
+        assert!(
+            !snapshot
+                .alerts
+                .iter()
+                .any(|a| a.id == format!("forked/{majority}")),
+            "{:#?}",
+            snapshot.alerts
+        );
+    }
+    // Back on the network, ltc-2 reorganizes to the longer chain.
+    litecoin_cli(&state, "ltc-2", &["setnetworkactive", "true"]);
+    fleet
+        .wait_for("fork resolved", Duration::from_secs(60), |s| {
+            s.alerts
+                .iter()
+                .any(|a| is(a, "forked/ltc-2", AlertStatus::Resolved))
+                && !node(s, "ltc-2").forked
+        })
+        .await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_heights_and_alertmanager_gets_the_push() {
+    let alertmanager = chainfleet_testkit::alertmanager().await;
+    // A disk threshold of 0% fires at once: a deterministic alert to push.
+    let fleet = TestFleet::start(&format!(
+        "alerting:
+  rules:
+    diskFull: {{warning: 0, for: 0s}}
+  channels:
+    - {{type: alertmanager, url: '{}'}}
+instances:
+  - {{name: ltc, chain: litecoin}}
+",
+        alertmanager.url
+    ))
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the API");
+    let api = listener.local_addr().expect("address");
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let router = chainfleet_api::router(fleet.controller.clone(), Arc::new(shutdown));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    fleet
+        .wait_for("ltc-0 healthy", Duration::from_secs(90), |s| {
+            s.nodes.first().is_some_and(|n| n.health == "healthy")
+        })
+        .await;
+    mine(&fleet.state_dir(), "ltc-0", 2);
+
+    // Prometheus scrapes /metrics; its query returns the node's height.
+    let prometheus = chainfleet_testkit::prometheus(&api.to_string(), "1s").await;
+    let start = Instant::now();
+    loop {
+        let answer = prometheus
+            .get_json("/api/v1/query?query=chainfleet_node_height")
+            .await;
+        let height = answer.as_ref().ok().and_then(|v| {
+            v["data"]["result"]
+                .as_array()?
+                .iter()
+                .find(|r| r["metric"]["instance"] == "ltc")
+                .and_then(|r| r["value"][1].as_str().map(str::to_string))
+        });
+        if height.as_deref() == Some("2") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Prometheus did not return height 2 for ltc: {answer:?}\n{}",
+            prometheus.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Alertmanager holds the pushed alert.
+    let start = Instant::now();
+    loop {
+        let answer = alertmanager.get_json("/api/v2/alerts").await;
+        let found = answer
+            .as_ref()
+            .ok()
+            .and_then(Value::as_array)
+            .is_some_and(|list| {
+                list.iter().any(|a| {
+                    a["labels"]["alertname"] == "ChainfleetDiskFull"
+                        && a["labels"]["node"] == "ltc-0"
+                })
+            });
+        if found {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Alertmanager did not receive the alert: {answer:?}\n{}",
+            alertmanager.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The API lists it, `alerts test` reaches Alertmanager, and events stream as SSE.
+    let http = reqwest::Client::new();
+    let alerts: Vec<Alert> = http
+        .get(format!("http://{api}/v1/alerts"))
+        .send()
+        .await
+        .expect("GET /v1/alerts")
+        .json()
+        .await
+        .expect("alerts JSON");
+    assert!(
+        alerts.iter().any(|a| a.id == "diskFull/ltc-0"),
+        "{alerts:#?}"
+    );
+    let results: Value = http
+        .post(format!("http://{api}/v1/alerts/test"))
+        .send()
+        .await
+        .expect("POST /v1/alerts/test")
+        .json()
+        .await
+        .expect("test JSON");
+    assert_eq!(results[0]["ok"], true, "{results}");
+    let mut stream = http
+        .get(format!("http://{api}/v1/events?after=0"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET /v1/events as SSE");
+    assert!(stream.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
+    let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .expect("an event within 10 s")
+        .expect("read the stream")
+        .expect("a chunk");
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.contains("id: ") && text.contains("data: {"), "{text}");
+    server.abort();
+    fleet.stop().await;
+}
+
+fn rules_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus")
+}
+
+fn promtool(args: &[&str]) {
+    let program = chainfleet_testkit::require_binary("promtool");
+    let output = std::process::Command::new(program)
+        .args(args)
+        .current_dir(rules_dir())
+        .output()
+        .expect("run promtool");
+    assert!(
+        output.status.success(),
+        "promtool {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn shipped_rules_pass_promtool_check_and_unit_tests() {
+    promtool(&["check", "rules", "chainfleet-rules.yml"]);
+    promtool(&["test", "rules", "chainfleet-rules.test.yml"]);
+}
