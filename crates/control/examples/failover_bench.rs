@@ -169,9 +169,22 @@ async fn main() {
     let mut failed_rounds = 0;
     println!("mode={mode} rounds={rounds} seed={seed} ttl=3s block_interval=1s");
     for round in 1..=rounds {
-        let Some((member, epoch)) = active(&controller) else {
+        let mut current = None;
+        for _ in 0..300 {
+            current = active(&controller).filter(|_| {
+                controller
+                    .producer_groups()
+                    .first()
+                    .is_some_and(|g| g.blocks_produced > 0)
+            });
+            if current.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let Some((member, epoch)) = current else {
             failed_rounds += 1;
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            println!("round {round}: no active producer within 30 s");
             continue;
         };
         let after_id = controller
@@ -231,7 +244,13 @@ async fn main() {
                 }
                 None => {
                     failed_rounds += 1;
-                    println!("round {round}: {description}: NO takeover within 20 s");
+                    let group = controller.producer_groups().into_iter().next();
+                    println!(
+                        "round {round}: {description}: NO takeover within 20 s (epoch {:?}, watermark {:?}, last problem {:?})",
+                        group.as_ref().map(|g| g.epoch),
+                        group.as_ref().and_then(|g| g.watermark),
+                        group.as_ref().and_then(|g| g.last_error.clone())
+                    );
                 }
             }
         } else {

@@ -444,8 +444,11 @@ impl Controller {
             source,
         })?;
         let height = status.height + 1;
+        // A mark older than 2×TTL whose block never arrived was left by a
+        // producer that died between recording and producing: reclaim it.
+        let stale_before_ms = now_ms() - 2 * ttl.as_millis() as i64;
         if let Some(watermark) = group.record.watermark {
-            if !watermark_allows(watermark, height, lease.epoch) {
+            if !watermark_allows(watermark, height, lease.epoch, stale_before_ms) {
                 return Err(ControlError::Invalid(format!(
                     "refusing to produce height {height}: epoch {} already marked height {} (waiting for {member} to sync)",
                     watermark.epoch, watermark.height
@@ -456,7 +459,7 @@ impl Controller {
         let holder = GroupRuntime::holder_id(&fleet_name, &member);
         if !group
             .store
-            .advance_watermark(&group.plan.name, &holder, lease, height)
+            .advance_watermark(&group.plan.name, &holder, lease, height, stale_before_ms)
             .await?
         {
             group.last_read = None;

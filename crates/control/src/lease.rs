@@ -197,6 +197,7 @@ impl LeaseStore {
         holder: &str,
         lease: HeldLease,
         height: u64,
+        stale_before_ms: i64,
     ) -> Result<bool, ControlError> {
         match self {
             LeaseStore::Embedded(conn) => embedded_tx(conn, |tx| {
@@ -205,12 +206,23 @@ impl LeaseStore {
                         watermark_ms = ?5
                      WHERE name = ?1 AND holder = ?2 AND epoch = ?3 AND expires_ms > ?5
                        AND fenced = 0 AND (watermark_height IS NULL OR watermark_height < ?4
-                         OR (watermark_height = ?4 AND watermark_epoch = ?3))",
-                    params![group, holder, lease.epoch as i64, height as i64, now_ms()],
+                         OR (watermark_height = ?4
+                             AND (watermark_epoch = ?3 OR watermark_ms < ?6)))",
+                    params![
+                        group,
+                        holder,
+                        lease.epoch as i64,
+                        height as i64,
+                        now_ms(),
+                        stale_before_ms
+                    ],
                 )?;
                 Ok(changed == 1)
             }),
-            LeaseStore::Etcd(etcd) => etcd.advance_watermark(group, holder, lease, height).await,
+            LeaseStore::Etcd(etcd) => {
+                etcd.advance_watermark(group, holder, lease, height, stale_before_ms)
+                    .await
+            }
         }
     }
 
@@ -521,13 +533,14 @@ impl EtcdLeases {
         holder: &str,
         lease: HeldLease,
         height: u64,
+        stale_before_ms: i64,
     ) -> Result<bool, ControlError> {
         let watermark_key = self.key(group, "watermark");
         let (current, revision) = match self.get(&watermark_key).await? {
             Some((value, revision, _)) => (parse_watermark(&value), revision),
             None => (None, 0),
         };
-        if current.is_some_and(|w| !watermark_allows(w, height, lease.epoch)) {
+        if current.is_some_and(|w| !watermark_allows(w, height, lease.epoch, stale_before_ms)) {
             return Ok(false);
         }
         let watermark_compare = if revision == 0 {
@@ -579,9 +592,18 @@ impl EtcdLeases {
 }
 
 /// Whether `epoch` may produce `height` given the watermark: above it, or
-/// retrying its own last height after a failed attempt.
-pub fn watermark_allows(watermark: Watermark, height: u64, epoch: u64) -> bool {
-    height > watermark.height || (height == watermark.height && epoch == watermark.epoch)
+/// retrying its own last height after a failed attempt, or reclaiming a
+/// height that an earlier epoch recorded before `stale_before_ms` but never
+/// delivered (it died between recording and producing).
+pub fn watermark_allows(
+    watermark: Watermark,
+    height: u64,
+    epoch: u64,
+    stale_before_ms: i64,
+) -> bool {
+    height > watermark.height
+        || (height == watermark.height
+            && (epoch == watermark.epoch || watermark.time_ms < stale_before_ms))
 }
 
 fn parse_watermark(value: &str) -> Option<Watermark> {
@@ -613,17 +635,29 @@ mod tests {
             None,
             "held"
         );
-        assert!(store.advance_watermark("g", "a", a, 10).await.expect("wm"));
+        assert!(store
+            .advance_watermark("g", "a", a, 10, 0)
+            .await
+            .expect("wm"));
         assert!(
-            store.advance_watermark("g", "a", a, 10).await.expect("wm"),
+            store
+                .advance_watermark("g", "a", a, 10, 0)
+                .await
+                .expect("wm"),
             "own retry"
         );
         assert!(
-            !store.advance_watermark("g", "a", a, 9).await.expect("wm"),
+            !store
+                .advance_watermark("g", "a", a, 9, 0)
+                .await
+                .expect("wm"),
             "below"
         );
         assert!(
-            !store.advance_watermark("g", "b", a, 11).await.expect("wm"),
+            !store
+                .advance_watermark("g", "b", a, 11, 0)
+                .await
+                .expect("wm"),
             "not holder"
         );
         tokio::time::sleep(Duration::from_millis(350)).await;
@@ -638,16 +672,32 @@ mod tests {
             .expect("expired lease is free");
         assert_eq!(b.epoch, 2);
         assert!(
-            !store.advance_watermark("g", "a", a, 11).await.expect("wm"),
+            !store
+                .advance_watermark("g", "a", a, 11, 0)
+                .await
+                .expect("wm"),
             "deposed holder"
         );
         assert!(
-            !store.advance_watermark("g", "b", b, 10).await.expect("wm"),
+            !store
+                .advance_watermark("g", "b", b, 10, 0)
+                .await
+                .expect("wm"),
             "at another epoch's mark"
+        );
+        assert!(
+            store
+                .advance_watermark("g", "b", b, 10, now_ms() + 1)
+                .await
+                .expect("wm"),
+            "a stale mark of another epoch is reclaimed"
         );
         store.set_fenced("g", true).await.expect("fence");
         assert!(
-            !store.advance_watermark("g", "b", b, 11).await.expect("wm"),
+            !store
+                .advance_watermark("g", "b", b, 11, 0)
+                .await
+                .expect("wm"),
             "fenced"
         );
         store.release("g", "b", b).await.expect("release");
@@ -658,7 +708,7 @@ mod tests {
         );
         store.set_fenced("g", false).await.expect("unfence");
         let record = store.read("g").await.expect("read");
-        assert_eq!(record.watermark.map(|w| (w.height, w.epoch)), Some((10, 1)));
+        assert_eq!(record.watermark.map(|w| (w.height, w.epoch)), Some((10, 2)));
         assert_eq!(record.epoch, 2);
     }
 
