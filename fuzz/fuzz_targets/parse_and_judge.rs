@@ -11,7 +11,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let rules = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let instance = Policy::new(&rules(&["read", "eth_sendRawTransaction"]), &rules(&["admin", "wallet"]));
+    let instance = Policy::new(
+        &rules(&["read", "eth_sendRawTransaction"]),
+        &rules(&["admin", "wallet"]),
+    );
     let key = Policy::new(&rules(&["read"]), &rules(&["eth_getLogs"]));
     for chain in [Chain::Ethereum, Chain::Litecoin, Chain::Monero] {
         let adapter = Adapter::for_chain(chain);
