@@ -53,10 +53,13 @@ async fn unfence(
     Ok(Json(json!({"group": group, "fenced": false})))
 }
 
+/// One producer gauge: name, help, and how to read it from a group.
+type GroupGauge = (&'static str, &'static str, fn(&GroupStatus) -> Option<f64>);
+
 /// Producer metrics in Prometheus text format.
 pub(crate) fn render_metrics(groups: &[GroupStatus]) -> String {
     let mut out = String::new();
-    let gauges: [(&str, &str, fn(&GroupStatus) -> Option<f64>); 4] = [
+    let gauges: [GroupGauge; 4] = [
         (
             "chainfleet_producer_epoch",
             "Current epoch of the producer group",

@@ -4,8 +4,9 @@
 //! report the time from the kill to the first block of the next epoch
 //! (median, max) and epoch violations along the chain.
 //! `failover_bench chaos ROUNDS [SEED]`: each round does a random fault: kill -9
-//! or SIGSTOP (1-4 s) of the active producer, kill -9 of a standby, or a
-//! promotion; then reports rounds, takeover times and violations.
+//! or SIGSTOP (1-4 s) of the active producer, a network partition of the
+//! active producer (1-4 s), kill -9 of a standby, or a promotion; then
+//! reports rounds, takeover times and violations.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,7 +194,7 @@ async fn main() {
             .last()
             .map(|e| e.id)
             .unwrap_or(0);
-        let action = if mode == "chaos" { rng.next() % 4 } else { 0 };
+        let action = if mode == "chaos" { rng.next() % 5 } else { 0 };
         let pid = pid_of(&controller, &member).unwrap_or(0);
         let t0 = now_ms();
         let description = match action {
@@ -221,6 +222,26 @@ async fn main() {
                     signal(p, Signal::SIGKILL);
                 }
                 format!("kill -9 standby {standby}")
+            }
+            3 => {
+                // Partition the active node from its peers for 1-4 s; it keeps the lease.
+                let pause = 1000 + rng.next() % 3000;
+                let upstream = controller
+                    .upstreams()
+                    .borrow()
+                    .upstreams
+                    .iter()
+                    .find(|u| u.status.name == member)
+                    .map(|u| u.endpoint.clone());
+                if let Some(endpoint) = upstream {
+                    let rpc = RpcClient::new(Duration::from_secs(5)).expect("client");
+                    let _ = rpc.call(&endpoint, "/", "setnetworkactive", serde_json::json!([false])).await;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                        let _ = rpc.call(&endpoint, "/", "setnetworkactive", serde_json::json!([true])).await;
+                    });
+                }
+                format!("partition active {member} for {pause} ms")
             }
             _ => {
                 let target = ["ltc-0", "ltc-1", "ltc-2"][(rng.next() % 3) as usize];
