@@ -173,23 +173,25 @@ async fn serve_standalone(options: GatewayOptions, listen: SocketAddr) -> Result
 /// Start the gateway beside a control plane (`chainfleet up`). It listens on
 /// `CHAINFLEET_GATEWAY_LISTEN` (default 127.0.0.1:7781; `off` disables it).
 /// A gateway that cannot start is reported and skipped: the fleet still runs.
-pub async fn start_with_controller(controller: &Controller, shutdown: watch::Receiver<bool>) {
-    let setting = std::env::var("CHAINFLEET_GATEWAY_LISTEN")
-        .unwrap_or_else(|_| DEFAULT_GATEWAY_LISTEN.into());
+pub async fn start_with_controller(
+    controller: &Controller,
+    setting: &str,
+    shutdown: watch::Receiver<bool>,
+) {
     if setting == "off" {
         return;
     }
     let listen: SocketAddr = match setting.parse() {
         Ok(listen) => listen,
         Err(err) => {
-            eprintln!("chainfleet: CHAINFLEET_GATEWAY_LISTEN `{setting}` is not an address ({err}); the gateway is off");
+            eprintln!("chainfleet: --gateway-listen `{setting}` is not an address ({err}); the gateway is off");
             return;
         }
     };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("chainfleet: the gateway cannot listen on {listen} ({err}); it is off. Set CHAINFLEET_GATEWAY_LISTEN to another address");
+            eprintln!("chainfleet: the gateway cannot listen on {listen} ({err}); it is off. Pick another with --gateway-listen");
             return;
         }
     };

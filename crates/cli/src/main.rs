@@ -73,6 +73,9 @@ enum Command {
         /// Address of the HTTP API.
         #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Address of the RPC gateway, or `off`.
+        #[arg(long, env = "CHAINFLEET_GATEWAY_LISTEN", default_value = gateway_cmd::DEFAULT_GATEWAY_LISTEN)]
+        gateway_listen: String,
     },
     /// Change the running fleet to match a manifest.
     #[command(after_help = "Example:\n  chainfleet apply -f examples/devnet.yaml")]
@@ -184,7 +187,8 @@ async fn run(cli: Cli) -> Result<()> {
             file,
             state_dir,
             listen,
-        } => up(file, state_dir, listen).await,
+            gateway_listen,
+        } => up(file, state_dir, listen, &gateway_listen).await,
         Command::Apply { file, api, json } => {
             let manifest = load_manifest(&file)?;
             let summary = ApiClient::new(&api.api)?
@@ -313,7 +317,12 @@ fn validate(file: &std::path::Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn up(file: Option<PathBuf>, state_dir: PathBuf, listen: SocketAddr) -> Result<()> {
+async fn up(
+    file: Option<PathBuf>,
+    state_dir: PathBuf,
+    listen: SocketAddr,
+    gateway_listen: &str,
+) -> Result<()> {
     let manifest = file.as_deref().map(load_manifest).transpose()?;
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
@@ -352,7 +361,7 @@ async fn up(file: Option<PathBuf>, state_dir: PathBuf, listen: SocketAddr) -> Re
         controller.fleet_name(),
         state_dir.display()
     );
-    gateway_cmd::start_with_controller(&controller, shutdown_rx.clone()).await;
+    gateway_cmd::start_with_controller(&controller, gateway_listen, shutdown_rx.clone()).await;
     let loops = {
         let controller = controller.clone();
         let rx = shutdown_rx.clone();
