@@ -235,10 +235,24 @@ async fn main() {
                     .map(|u| u.endpoint.clone());
                 if let Some(endpoint) = upstream {
                     let rpc = RpcClient::new(Duration::from_secs(5)).expect("client");
-                    let _ = rpc.call(&endpoint, "/", "setnetworkactive", serde_json::json!([false])).await;
+                    let _ = rpc
+                        .call(
+                            &endpoint,
+                            "/",
+                            "setnetworkactive",
+                            serde_json::json!([false]),
+                        )
+                        .await;
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(pause)).await;
-                        let _ = rpc.call(&endpoint, "/", "setnetworkactive", serde_json::json!([true])).await;
+                        let _ = rpc
+                            .call(
+                                &endpoint,
+                                "/",
+                                "setnetworkactive",
+                                serde_json::json!([true]),
+                            )
+                            .await;
                     });
                 }
                 format!("partition active {member} for {pause} ms")
