@@ -106,7 +106,14 @@ impl LeaseStore {
     /// Read a group's record.
     pub async fn read(&self, group: &str) -> Result<GroupRecord, ControlError> {
         match self {
-            LeaseStore::Embedded(conn) => embedded_tx(conn, |tx| embedded_read(tx, group)),
+            // Reads run every tick on standbys: no write transaction, no fsync.
+            LeaseStore::Embedded(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                embedded_read(&conn, group).map_err(|source| ControlError::Store {
+                    action: "read a producer lease",
+                    source,
+                })
+            }
             LeaseStore::Etcd(etcd) => etcd.read(group).await,
         }
     }
@@ -120,7 +127,7 @@ impl LeaseStore {
     ) -> Result<Option<HeldLease>, ControlError> {
         match self {
             LeaseStore::Embedded(conn) => embedded_tx(conn, |tx| {
-                let record = embedded_read(tx, group)?;
+                let record = embedded_read_for_update(tx, group)?;
                 if record.fenced || record.holder.is_some() {
                     return Ok(None);
                 }
@@ -230,7 +237,7 @@ impl LeaseStore {
     pub async fn set_fenced(&self, group: &str, fenced: bool) -> Result<(), ControlError> {
         match self {
             LeaseStore::Embedded(conn) => embedded_tx(conn, |tx| {
-                embedded_read(tx, group)?;
+                embedded_read_for_update(tx, group)?;
                 tx.execute(
                     "UPDATE producer_groups SET fenced = ?2 WHERE name = ?1",
                     params![group, fenced],
@@ -245,7 +252,7 @@ impl LeaseStore {
     pub async fn set_preferred(&self, group: &str, member: &str) -> Result<(), ControlError> {
         match self {
             LeaseStore::Embedded(conn) => embedded_tx(conn, |tx| {
-                embedded_read(tx, group)?;
+                embedded_read_for_update(tx, group)?;
                 tx.execute(
                     "UPDATE producer_groups SET preferred = ?2, preferred_ms = ?3 WHERE name = ?1",
                     params![group, member, now_ms()],
@@ -274,7 +281,8 @@ fn embedded_tx<T>(
     Ok(value)
 }
 
-fn embedded_read(
+/// Read a group's row inside a write transaction, creating it if missing.
+fn embedded_read_for_update(
     tx: &rusqlite::Transaction<'_>,
     group: &str,
 ) -> Result<GroupRecord, rusqlite::Error> {
@@ -282,8 +290,13 @@ fn embedded_read(
         "INSERT OR IGNORE INTO producer_groups (name) VALUES (?1)",
         [group],
     )?;
+    embedded_read(tx, group)
+}
+
+/// A group's row; a group never written reads as the default.
+fn embedded_read(conn: &Connection, group: &str) -> Result<GroupRecord, rusqlite::Error> {
     let now = now_ms();
-    tx.query_row(
+    conn.query_row(
         "SELECT holder, epoch, expires_ms, watermark_height, watermark_epoch, watermark_ms,
                 fenced, preferred, preferred_ms
          FROM producer_groups WHERE name = ?1",
