@@ -436,6 +436,16 @@ impl Controller {
         handle.is_some_and(|h| self.inner.runtime.observe(&h) == Liveness::Running)
     }
 
+    /// Tell the alert engine whether each producer group has an active member.
+    pub(crate) fn report_producer_groups(&self, active: &[(String, bool)], removed: &[String]) {
+        for (group, has_active) in active {
+            self.inner.monitor.set_group_state(group, *has_active);
+        }
+        for group in removed {
+            self.inner.monitor.forget_group(group);
+        }
+    }
+
     pub(crate) fn set_producer_groups(&self, groups: Vec<crate::failover::GroupStatus>) {
         *lock(&self.inner.producer_groups) = groups;
     }

@@ -183,6 +183,12 @@ impl Controller {
             return;
         };
         let plans = groups(&fleet);
+        let removed: Vec<String> = runtimes
+            .iter()
+            .filter(|g| !plans.iter().any(|p| p.name == g.plan.name))
+            .map(|g| g.plan.name.clone())
+            .collect();
+        self.report_producer_groups(&[], &removed);
         runtimes.retain(|g| {
             plans
                 .iter()
@@ -527,6 +533,17 @@ impl Controller {
     }
 
     fn publish_groups(&self, groups: &[GroupRuntime]) {
+        // A fenced group has no active member on purpose: no alert for it.
+        let active: Vec<(String, bool)> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.plan.name.clone(),
+                    g.record.holder.is_some() || g.record.fenced,
+                )
+            })
+            .collect();
+        self.report_producer_groups(&active, &[]);
         let snapshot = self.snapshot();
         let statuses = groups
             .iter()

@@ -224,3 +224,35 @@ async fn promote_fence_and_unfence() {
     active(&fleet, None, new_epoch + 1).await;
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_without_an_active_member_raises_an_alert_but_a_fenced_one_does_not() {
+    let fleet = TestFleet::start(
+        "instances:
+  - name: dead
+    chain: litecoin
+    role: producer
+    client: {binary: no-such-litecoind}
+",
+    )
+    .await;
+    let firing = |s: &chainfleet_control::FleetSnapshot| {
+        s.alerts.iter().any(|a| {
+            a.rule == "producerGroupInactive"
+                && a.group.as_deref() == Some("dead")
+                && format!("{:?}", a.status).eq_ignore_ascii_case("firing")
+        })
+    };
+    fleet
+        .wait_for("the inactive-group alert", Duration::from_secs(30), firing)
+        .await;
+    fleet.controller.fence("dead", true).await.expect("fence");
+    fleet
+        .wait_for(
+            "the alert to resolve once fenced",
+            Duration::from_secs(30),
+            |s| !firing(s),
+        )
+        .await;
+    fleet.stop().await;
+}
