@@ -23,6 +23,13 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long a `promote` request keeps other members from taking over.
 const PREFERENCE_WINDOW_MS: i64 = 10_000;
 
+/// Whether a member in this health state may become the producer (its lag
+/// is checked apart). When the producer dies every standby's head stops, so
+/// "stalled" must not disqualify them; syncing, forked and down members may not.
+fn may_take_over(state: &str) -> bool {
+    matches!(state, "healthy" | "stalled" | "lagging")
+}
+
 /// A producer group as the manifest declares it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupPlan {
@@ -360,7 +367,7 @@ impl Controller {
             .nodes
             .iter()
             .filter(|n| group.plan.members.contains(&n.name))
-            .filter(|n| n.state == "healthy" && self.member_serving(&n.name))
+            .filter(|n| may_take_over(&n.state) && self.member_serving(&n.name))
             .filter_map(|n| n.height.map(|h| (n.name.as_str(), h)))
             .filter(|(_, h)| best.saturating_sub(*h) <= max_lag)
             .collect();
@@ -594,7 +601,7 @@ impl Controller {
         if plan.members.iter().any(|m| m == member) {
             let snapshot = self.snapshot();
             let status = snapshot.nodes.iter().find(|n| n.name == member);
-            if status.is_none_or(|s| s.state != "healthy") {
+            if status.is_none_or(|s| !may_take_over(&s.state)) {
                 return Err(ControlError::Invalid(format!(
                     "{member} is not healthy ({}); it cannot take over",
                     status.map(|s| s.state.as_str()).unwrap_or("unknown")
