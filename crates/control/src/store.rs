@@ -249,15 +249,7 @@ impl Store {
             )
             .map_err(db_error("read events"))?;
         let rows = statement
-            .query_map(params![after_id, limit], |row| {
-                Ok(Event {
-                    id: row.get(0)?,
-                    time_ms: row.get(1)?,
-                    node: row.get(2)?,
-                    kind: row.get(3)?,
-                    message: row.get(4)?,
-                })
-            })
+            .query_map(params![after_id, limit], event_from_row)
             .map_err(db_error("read events"))?;
         rows.collect::<Result<_, _>>()
             .map_err(db_error("read events"))
@@ -273,15 +265,7 @@ impl Store {
             )
             .map_err(db_error("read events"))?;
         let rows = statement
-            .query_map(params![node, limit], |row| {
-                Ok(Event {
-                    id: row.get(0)?,
-                    time_ms: row.get(1)?,
-                    node: row.get(2)?,
-                    kind: row.get(3)?,
-                    message: row.get(4)?,
-                })
-            })
+            .query_map(params![node, limit], event_from_row)
             .map_err(db_error("read events"))?;
         let mut events: Vec<Event> = rows
             .collect::<Result<_, _>>()
@@ -319,6 +303,16 @@ impl Store {
         rows.collect::<Result<_, _>>()
             .map_err(db_error("read statuses"))
     }
+}
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: row.get(0)?,
+        time_ms: row.get(1)?,
+        node: row.get(2)?,
+        kind: row.get(3)?,
+        message: row.get(4)?,
+    })
 }
 
 /// Milliseconds since the Unix epoch.
