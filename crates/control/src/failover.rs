@@ -8,6 +8,7 @@
 //! holder can do; it never produces at or below another epoch's watermark.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chainfleet_spec::failover::{LeaseBackend, ProducerGroup};
@@ -139,7 +140,21 @@ struct GroupRuntime {
     last_block_ms: Option<i64>,
     max_gap_ms: Option<i64>,
     last_error: Option<String>,
+    /// A production attempt in flight.
+    producing: Option<tokio::task::JoinHandle<Result<Option<Produced>, ControlError>>>,
 }
+
+impl Drop for GroupRuntime {
+    fn drop(&mut self) {
+        // A group task that is stopped must not leave a production attempt running.
+        if let Some(attempt) = self.producing.take() {
+            attempt.abort();
+        }
+    }
+}
+
+/// Statuses of every group, written by the group tasks.
+type SharedStatuses = Arc<std::sync::Mutex<BTreeMap<String, GroupStatus>>>;
 
 fn backend_name(settings: &ProducerGroup) -> &'static str {
     match settings.backend {
@@ -149,6 +164,31 @@ fn backend_name(settings: &ProducerGroup) -> &'static str {
 }
 
 impl GroupRuntime {
+    fn new(plan: GroupPlan, store: LeaseStore) -> Self {
+        GroupRuntime {
+            plan,
+            store,
+            held: None,
+            record: GroupRecord::default(),
+            next_block: Instant::now(),
+            last_read: None,
+            blocks_produced: 0,
+            last_takeover_ms: None,
+            last_block_ms: None,
+            max_gap_ms: None,
+            last_error: None,
+            producing: None,
+        }
+    }
+
+    /// Forget the held lease and stop any production attempt at once.
+    fn drop_lease(&mut self) {
+        self.held = None;
+        if let Some(attempt) = self.producing.take() {
+            attempt.abort();
+        }
+    }
+
     fn ttl(&self) -> Duration {
         self.plan.settings.lease_ttl.get()
     }
@@ -158,14 +198,185 @@ impl GroupRuntime {
     }
 }
 
+/// One block a holder asked its member to produce.
+struct Produced {
+    height: u64,
+    epoch: u64,
+    hash: String,
+}
+
+/// Everything one production attempt needs, taken when it starts.
+struct ProductionAttempt {
+    group: String,
+    holder: String,
+    member: String,
+    lease: HeldLease,
+    /// Validity of the lease as of the attempt's start (TTL/2 after the last renewal).
+    deadline: Instant,
+    stale_before_ms: i64,
+    watermark: Option<crate::lease::Watermark>,
+}
+
+impl ProductionAttempt {
+    /// Check the height, advance the watermark, then produce; `None` when the
+    /// lease ran out before the block could be asked for.
+    async fn run(
+        self,
+        rpc: &chainfleet_chains::RpcClient,
+        store: &LeaseStore,
+        node: &crate::plan::DesiredNode,
+        production: &chainfleet_spec::Production,
+    ) -> Result<Option<Produced>, ControlError> {
+        let member = &self.member;
+        let adapter = node.adapter();
+        let remaining = || self.deadline.saturating_duration_since(Instant::now());
+        // Fresh height from the node itself, not the last probe round.
+        let status = tokio::time::timeout(remaining(), adapter.probe(rpc, &node.endpoint))
+            .await
+            .map_err(|_| {
+                ControlError::Invalid(format!("{member} did not answer its probe in time"))
+            })?
+            .map_err(|source| ControlError::Chain {
+                node: member.clone(),
+                source,
+            })?;
+        let height = status.height + 1;
+        // A mark older than 2×TTL whose block never arrived was left by a
+        // producer that died between recording and producing: reclaim it.
+        if let Some(watermark) = self.watermark {
+            if !watermark_allows(watermark, height, self.lease.epoch, self.stale_before_ms) {
+                return Err(ControlError::Invalid(format!(
+                    "refusing to produce height {height}: epoch {} already marked height {} (waiting for {member} to sync)",
+                    watermark.epoch, watermark.height
+                )));
+            }
+        }
+        if !store
+            .advance_watermark(
+                &self.group,
+                &self.holder,
+                self.lease,
+                height,
+                self.stale_before_ms,
+            )
+            .await?
+        {
+            return Err(ControlError::Invalid(format!(
+                "the lease store refused watermark {height} for epoch {}",
+                self.lease.epoch
+            )));
+        }
+        // Re-check the lease deadline after the awaits: never ask for a block late.
+        if remaining().is_zero() {
+            return Ok(None);
+        }
+        // Once asked, waiting longer for the answer produces nothing more;
+        // a slow first block (monerod's RandomX start) is not a failure.
+        let answer_timeout = production.block_interval.get().max(Duration::from_secs(10));
+        let produced = tokio::time::timeout(
+            answer_timeout,
+            adapter.produce_tagged(
+                rpc,
+                &node.endpoint,
+                production.reward_address.as_deref(),
+                self.lease.epoch,
+            ),
+        )
+        .await
+        .map_err(|_| {
+            ControlError::Invalid(format!(
+                "{member} did not produce within {answer_timeout:?}"
+            ))
+        })?
+        .map_err(|source| ControlError::Chain {
+            node: member.clone(),
+            source,
+        })?;
+        Ok(Some(Produced {
+            height,
+            epoch: self.lease.epoch,
+            hash: produced.hash,
+        }))
+    }
+}
+
 impl Controller {
-    /// Run every producer group until the task is aborted.
+    /// Run every producer group, each in its own task so that a slow lease
+    /// store or node of one group never delays another's renewals.
     pub(crate) async fn failover_loop(&self) {
-        let mut groups: Vec<GroupRuntime> = Vec::new();
+        let statuses: SharedStatuses = Arc::default();
+        let mut tasks: BTreeMap<String, (GroupPlan, tokio::task::JoinHandle<()>)> = BTreeMap::new();
         loop {
-            self.refresh_groups(&mut groups);
-            for group in &mut groups {
-                if let Err(err) = self.step_group(group).await {
+            if let Some(fleet) = self.fleet() {
+                let plans = groups(&fleet);
+                let mut stopped = Vec::new();
+                tasks.retain(|name, (plan, handle)| {
+                    let keep = plans.contains(plan);
+                    if !keep {
+                        handle.abort();
+                        stopped.push(name.clone());
+                    }
+                    keep
+                });
+                let gone: Vec<String> = stopped
+                    .into_iter()
+                    .filter(|name| !plans.iter().any(|p| &p.name == name))
+                    .collect();
+                {
+                    let mut map = statuses.lock().unwrap_or_else(|p| p.into_inner());
+                    for name in &gone {
+                        map.remove(name);
+                    }
+                }
+                self.report_producer_groups(&[], &gone);
+                for plan in plans {
+                    if tasks.contains_key(&plan.name) {
+                        continue;
+                    }
+                    let store = match &plan.settings.backend {
+                        LeaseBackend::Embedded => LeaseStore::embedded(self.state_dir()),
+                        LeaseBackend::Etcd { endpoints, prefix } => {
+                            LeaseStore::etcd(endpoints, prefix)
+                        }
+                    };
+                    match store {
+                        Ok(store) => {
+                            let this = self.clone();
+                            let shared = statuses.clone();
+                            let runtime = GroupRuntime::new(plan.clone(), store);
+                            let handle =
+                                tokio::spawn(async move { this.run_group(runtime, shared).await });
+                            tasks.insert(plan.name.clone(), (plan, handle));
+                        }
+                        Err(err) => {
+                            tracing::warn!(group = %plan.name, error = %err, "cannot open lease store")
+                        }
+                    }
+                }
+            }
+            let all: Vec<GroupStatus> = statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            // A fenced group has no active member on purpose: no alert for it.
+            let active: Vec<(String, bool)> = all
+                .iter()
+                .map(|g| (g.name.clone(), g.active.is_some() || g.fenced))
+                .collect();
+            self.report_producer_groups(&active, &[]);
+            self.set_producer_groups(all);
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// One group's loop: lease, production, and its published status.
+    async fn run_group(&self, mut group: GroupRuntime, statuses: SharedStatuses) {
+        loop {
+            match self.step_group(&mut group).await {
+                Ok(()) => group.last_error = None,
+                Err(err) => {
                     let message = err.to_string();
                     if group.last_error.as_deref() != Some(message.as_str()) {
                         self.record_event(
@@ -175,59 +386,14 @@ impl Controller {
                         );
                     }
                     group.last_error = Some(message);
-                } else {
-                    group.last_error = None;
                 }
             }
-            self.publish_groups(&groups);
+            let status = self.group_status(&group);
+            statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(group.plan.name.clone(), status);
             tokio::time::sleep(TICK).await;
-        }
-    }
-
-    /// Follow manifest changes: add, keep or drop group runtimes.
-    fn refresh_groups(&self, runtimes: &mut Vec<GroupRuntime>) {
-        let Some(fleet) = self.fleet() else {
-            return;
-        };
-        let plans = groups(&fleet);
-        let removed: Vec<String> = runtimes
-            .iter()
-            .filter(|g| !plans.iter().any(|p| p.name == g.plan.name))
-            .map(|g| g.plan.name.clone())
-            .collect();
-        self.report_producer_groups(&[], &removed);
-        runtimes.retain(|g| {
-            plans
-                .iter()
-                .any(|p| p.name == g.plan.name && p.settings == g.plan.settings)
-        });
-        for plan in plans {
-            if let Some(existing) = runtimes.iter_mut().find(|g| g.plan.name == plan.name) {
-                existing.plan.members = plan.members;
-                continue;
-            }
-            let store = match &plan.settings.backend {
-                LeaseBackend::Embedded => LeaseStore::embedded(self.state_dir()),
-                LeaseBackend::Etcd { endpoints, prefix } => LeaseStore::etcd(endpoints, prefix),
-            };
-            match store {
-                Ok(store) => runtimes.push(GroupRuntime {
-                    plan,
-                    store,
-                    held: None,
-                    record: GroupRecord::default(),
-                    next_block: Instant::now(),
-                    last_read: None,
-                    blocks_produced: 0,
-                    last_takeover_ms: None,
-                    last_block_ms: None,
-                    max_gap_ms: None,
-                    last_error: None,
-                }),
-                Err(err) => {
-                    tracing::warn!(group = %plan.name, error = %err, "cannot open lease store")
-                }
-            }
         }
     }
 
@@ -238,7 +404,7 @@ impl Controller {
         if let Some(held) = &group.held {
             if now.duration_since(held.renewed_at) >= ttl / 2 {
                 let member = held.member.clone();
-                group.held = None;
+                group.drop_lease();
                 self.record_event(
                     Some(&member),
                     "step-down",
@@ -276,7 +442,7 @@ impl Controller {
                     None
                 };
                 if let Some(reason) = reason {
-                    group.held = None;
+                    group.drop_lease();
                     group
                         .store
                         .release(&group.plan.name, &holder, lease)
@@ -292,7 +458,9 @@ impl Controller {
                     return Ok(());
                 }
                 self.renew_if_due(group, &holder).await?;
-                self.produce_if_due(group).await
+                self.collect_production(group).await?;
+                self.start_production_if_due(group);
+                Ok(())
             }
             None => self.try_take_over(group, &fleet_name).await,
         }
@@ -326,7 +494,7 @@ impl Controller {
             }
             Ok(false) => {
                 let member = held.member.clone();
-                group.held = None;
+                group.drop_lease();
                 self.record_event(
                     Some(&member),
                     "step-down",
@@ -421,86 +589,67 @@ impl Controller {
         Ok(())
     }
 
-    async fn produce_if_due(&self, group: &mut GroupRuntime) -> Result<(), ControlError> {
+    /// Start producing a block in the background when one is due, so lease
+    /// renewals never wait behind a slow node.
+    fn start_production_if_due(&self, group: &mut GroupRuntime) {
         let now = Instant::now();
-        if now < group.next_block {
-            return Ok(());
+        if group.producing.is_some() || now < group.next_block {
+            return;
         }
-        let ttl = group.ttl();
         let Some((lease, member, renewed_at)) = group
             .held
             .as_ref()
             .map(|h| (h.lease, h.member.clone(), h.renewed_at))
         else {
-            return Ok(());
+            return;
         };
         let Some(node) = self.desired_node(&member) else {
-            return Ok(());
+            return;
         };
         let Some(production) = node.production.clone() else {
-            return Ok(());
+            return;
         };
         group.next_block = now + production.block_interval.get();
-        let adapter = node.adapter();
+        let attempt = ProductionAttempt {
+            group: group.plan.name.clone(),
+            holder: GroupRuntime::holder_id(&self.fleet_name(), &member),
+            member,
+            lease,
+            deadline: renewed_at + group.ttl() / 2,
+            stale_before_ms: now_ms() - 2 * group.ttl().as_millis() as i64,
+            watermark: group.record.watermark,
+        };
         let rpc = self.rpc();
-        let deadline = renewed_at + ttl / 2;
-        let remaining = |at: Instant| deadline.saturating_duration_since(at);
-        // Fresh height from the node itself, not the last probe round.
-        let status = tokio::time::timeout(
-            remaining(Instant::now()),
-            adapter.probe(&rpc, &node.endpoint),
-        )
-        .await
-        .map_err(|_| ControlError::Invalid(format!("{member} did not answer its probe in time")))?
-        .map_err(|source| ControlError::Chain {
-            node: member.clone(),
-            source,
-        })?;
-        let height = status.height + 1;
-        // A mark older than 2×TTL whose block never arrived was left by a
-        // producer that died between recording and producing: reclaim it.
-        let stale_before_ms = now_ms() - 2 * ttl.as_millis() as i64;
-        if let Some(watermark) = group.record.watermark {
-            if !watermark_allows(watermark, height, lease.epoch, stale_before_ms) {
-                return Err(ControlError::Invalid(format!(
-                    "refusing to produce height {height}: epoch {} already marked height {} (waiting for {member} to sync)",
-                    watermark.epoch, watermark.height
-                )));
-            }
-        }
-        let fleet_name = self.fleet_name();
-        let holder = GroupRuntime::holder_id(&fleet_name, &member);
-        if !group
-            .store
-            .advance_watermark(&group.plan.name, &holder, lease, height, stale_before_ms)
-            .await?
-        {
-            group.last_read = None;
-            return Err(ControlError::Invalid(format!(
-                "the lease store refused watermark {height} for epoch {}",
-                lease.epoch
-            )));
-        }
-        // Re-check the lease deadline after the awaits: never produce late.
-        let left = remaining(Instant::now());
-        if left.is_zero() {
+        let store = group.store.clone();
+        group.producing = Some(tokio::spawn(async move {
+            attempt.run(&rpc, &store, &node, &production).await
+        }));
+    }
+
+    /// Apply the result of a finished production attempt.
+    async fn collect_production(&self, group: &mut GroupRuntime) -> Result<(), ControlError> {
+        let finished = group.producing.as_ref().is_some_and(|h| h.is_finished());
+        if !finished {
             return Ok(());
         }
-        let produced = tokio::time::timeout(
-            left.min(production.block_interval.get()),
-            adapter.produce_tagged(
-                &rpc,
-                &node.endpoint,
-                production.reward_address.as_deref(),
-                lease.epoch,
-            ),
-        )
-        .await
-        .map_err(|_| ControlError::Invalid(format!("{member} did not produce in time")))?
-        .map_err(|source| ControlError::Chain {
-            node: member.clone(),
-            source,
-        })?;
+        let Some(handle) = group.producing.take() else {
+            return Ok(());
+        };
+        let outcome = match handle.await {
+            Ok(result) => result,
+            Err(err) => Err(ControlError::Invalid(format!(
+                "block production task failed: {err}"
+            ))),
+        };
+        let produced = match outcome {
+            Ok(Some(produced)) => produced,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                // The store may know more (a new holder, a fence): read it next tick.
+                group.last_read = None;
+                return Err(err);
+            }
+        };
         let now_ms = now_ms();
         let previous_ms = group.record.watermark.map(|w| w.time_ms).filter(|t| *t > 0);
         if let Some(previous) = group.last_block_ms.or(previous_ms) {
@@ -509,89 +658,80 @@ impl Controller {
         }
         group.last_block_ms = Some(now_ms);
         group.record.watermark = Some(crate::lease::Watermark {
-            height,
-            epoch: lease.epoch,
+            height: produced.height,
+            epoch: produced.epoch,
             time_ms: now_ms,
         });
         group.blocks_produced += 1;
-        if let Some(held) = &mut group.held {
-            if !held.first_block_done {
-                held.first_block_done = true;
-                let takeover = previous_ms.map(|p| now_ms - p);
-                if takeover.is_some() {
-                    group.last_takeover_ms = takeover;
-                }
-                self.record_event(
-                    Some(&member),
-                    "first-block",
-                    &format!(
-                        "group {}: epoch {} produced height {height} ({}){}",
-                        group.plan.name,
-                        lease.epoch,
-                        produced.hash,
-                        takeover
-                            .map(|t| format!(", {t} ms after the previous block of the group"))
-                            .unwrap_or_default()
-                    ),
-                );
+        let Some(held) = group
+            .held
+            .as_mut()
+            .filter(|h| h.lease.epoch == produced.epoch)
+        else {
+            return Ok(());
+        };
+        if !held.first_block_done {
+            held.first_block_done = true;
+            let member = held.member.clone();
+            let takeover = previous_ms.map(|p| now_ms - p);
+            if takeover.is_some() {
+                group.last_takeover_ms = takeover;
             }
+            self.record_event(
+                Some(&member),
+                "first-block",
+                &format!(
+                    "group {}: epoch {} produced height {} ({}){}",
+                    group.plan.name,
+                    produced.epoch,
+                    produced.height,
+                    produced.hash,
+                    takeover
+                        .map(|t| format!(", {t} ms after the previous block of the group"))
+                        .unwrap_or_default()
+                ),
+            );
         }
         Ok(())
     }
 
-    fn publish_groups(&self, groups: &[GroupRuntime]) {
-        // A fenced group has no active member on purpose: no alert for it.
-        let active: Vec<(String, bool)> = groups
-            .iter()
-            .map(|g| {
-                (
-                    g.plan.name.clone(),
-                    g.record.holder.is_some() || g.record.fenced,
-                )
-            })
-            .collect();
-        self.report_producer_groups(&active, &[]);
+    /// The status of one group as `chainfleet producers` shows it.
+    fn group_status(&self, group: &GroupRuntime) -> GroupStatus {
         let snapshot = self.snapshot();
-        let statuses = groups
-            .iter()
-            .map(|group| {
-                let best = self.group_best_height(group, &snapshot.nodes);
-                let active_member = group.held.as_ref().map(|h| h.member.as_str());
-                GroupStatus {
-                    name: group.plan.name.clone(),
-                    backend: backend_name(&group.plan.settings).into(),
-                    epoch: group.record.epoch,
-                    active: group.record.holder.clone(),
-                    lease_expires_in_ms: group.record.expires_in_ms,
-                    fenced: group.record.fenced,
-                    watermark: group.record.watermark,
-                    lease_ttl_ms: group.ttl().as_millis() as u64,
-                    max_lag: group.plan.settings.max_lag,
-                    members: group
-                        .plan
-                        .members
-                        .iter()
-                        .map(|name| {
-                            let node = snapshot.nodes.iter().find(|n| &n.name == name);
-                            MemberStatus {
-                                name: name.clone(),
-                                state: node
-                                    .map(|n| n.state.clone())
-                                    .unwrap_or_else(|| "starting".into()),
-                                height: node.and_then(|n| n.height),
-                                lag: node.and_then(|n| n.height).map(|h| best.saturating_sub(h)),
-                                active: active_member == Some(name.as_str()),
-                            }
-                        })
-                        .collect(),
-                    blocks_produced: group.blocks_produced,
-                    last_takeover_ms: group.last_takeover_ms,
-                    max_gap_ms: group.max_gap_ms,
-                    last_error: group.last_error.clone(),
-                }
-            })
-            .collect();
-        self.set_producer_groups(statuses);
+        let best = self.group_best_height(group, &snapshot.nodes);
+        let active_member = group.held.as_ref().map(|h| h.member.as_str());
+        GroupStatus {
+            name: group.plan.name.clone(),
+            backend: backend_name(&group.plan.settings).into(),
+            epoch: group.record.epoch,
+            active: group.record.holder.clone(),
+            lease_expires_in_ms: group.record.expires_in_ms,
+            fenced: group.record.fenced,
+            watermark: group.record.watermark,
+            lease_ttl_ms: group.ttl().as_millis() as u64,
+            max_lag: group.plan.settings.max_lag,
+            members: group
+                .plan
+                .members
+                .iter()
+                .map(|name| {
+                    let node = snapshot.nodes.iter().find(|n| &n.name == name);
+                    MemberStatus {
+                        name: name.clone(),
+                        state: node
+                            .map(|n| n.state.clone())
+                            .unwrap_or_else(|| "starting".into()),
+                        height: node.and_then(|n| n.height),
+                        lag: node.and_then(|n| n.height).map(|h| best.saturating_sub(h)),
+                        active: active_member == Some(name.as_str()),
+                    }
+                })
+                .collect(),
+            blocks_produced: group.blocks_produced,
+            last_takeover_ms: group.last_takeover_ms,
+            max_gap_ms: group.max_gap_ms,
+            last_error: group.last_error.clone(),
+        }
     }
 
     /// Ask for `member` to become the active producer of `group`: the current
