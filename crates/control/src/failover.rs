@@ -651,7 +651,13 @@ impl Controller {
             }
         };
         let now_ms = now_ms();
-        let previous_ms = group.record.watermark.map(|w| w.time_ms).filter(|t| *t > 0);
+        // The group's previous block: ours, or the last one of an earlier epoch.
+        let previous_ms = group
+            .record
+            .watermark
+            .filter(|w| w.epoch < produced.epoch)
+            .map(|w| w.time_ms)
+            .filter(|t| *t > 0);
         if let Some(previous) = group.last_block_ms.or(previous_ms) {
             let gap = now_ms - previous;
             group.max_gap_ms = Some(group.max_gap_ms.map_or(gap, |g| g.max(gap)));
