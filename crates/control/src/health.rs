@@ -230,6 +230,25 @@ pub fn disk_used_percent(path: &std::path::Path) -> Option<f64> {
     (usable > 0.0).then(|| used * 100.0 / usable)
 }
 
+/// Voters more than this many blocks below the highest are left out of the
+/// fork vote: they are lagging (and alerted as such), and comparing at their
+/// height would look below the fork point.
+const FORK_WINDOW: u64 = 10;
+
+/// The height at which a group's voters compare block hashes: the lowest
+/// height among those within [`FORK_WINDOW`] of the highest.
+fn common_height(sources: &[Source], nodes: &[NodeInput], refs: &[ReferenceInput]) -> Option<u64> {
+    let heights: Vec<u64> = sources
+        .iter()
+        .filter_map(|s| probe_of(*s, nodes, refs).map(|p| p.height))
+        .collect();
+    let highest = heights.iter().copied().max()?;
+    heights
+        .into_iter()
+        .filter(|h| highest - h <= FORK_WINDOW)
+        .min()
+}
+
 impl HealthEngine {
     /// A new engine with no memory.
     pub fn new() -> Self {
@@ -243,11 +262,7 @@ impl HealthEngine {
             if sources.len() < 2 {
                 continue;
             }
-            let Some(common) = sources
-                .iter()
-                .filter_map(|s| probe_of(*s, nodes, refs).map(|p| p.height))
-                .min()
-            else {
+            let Some(common) = common_height(sources, nodes, refs) else {
                 continue;
             };
             for source in sources {
@@ -344,11 +359,7 @@ impl HealthEngine {
             if sources.len() < 2 {
                 continue;
             }
-            let Some(common) = sources
-                .iter()
-                .filter_map(|s| probe_of(*s, nodes, refs).map(|p| p.height))
-                .min()
-            else {
+            let Some(common) = common_height(sources, nodes, refs) else {
                 continue;
             };
             let votes: Vec<(Source, &str)> = sources
@@ -579,6 +590,24 @@ mod tests {
         assert_eq!(health[2].state, Health::Healthy);
         let health = engine.assess(&nodes, &[], start + Duration::from_secs(5));
         assert_eq!(health[0].state, Health::Stalled, "{health:#?}");
+    }
+
+    #[test]
+    fn a_far_behind_node_does_not_hide_a_fork() {
+        let mut engine = HealthEngine::new();
+        let nodes = vec![
+            node("a", 50, "a50"),
+            node("b", 50, "a50"),
+            node("c", 50, "c50"),
+            node("slow", 20, "a20"),
+        ];
+        // Compared at 50 (the slow node is out of the window), not at 20.
+        let queries = engine.fork_queries(&nodes, &[]);
+        assert!(queries.iter().all(|q| q.height == 50), "{queries:?}");
+        let health = engine.assess(&nodes, &[], Instant::now());
+        assert_eq!(health[2].state, Health::Forked, "{health:#?}");
+        assert_eq!(health[0].state, Health::Healthy);
+        assert_eq!(health[3].state, Health::Lagging);
     }
 
     #[test]
