@@ -241,8 +241,9 @@ impl ProductionAttempt {
                 source,
             })?;
         let height = status.height + 1;
-        // A mark older than 2×TTL whose block never arrived was left by a
+        // A mark older than one TTL whose block never arrived was left by a
         // producer that died between recording and producing: reclaim it.
+        // Its holder could only ask for that block within TTL/2 of the mark.
         if let Some(watermark) = self.watermark {
             if !watermark_allows(watermark, height, self.lease.epoch, self.stale_before_ms) {
                 return Err(ControlError::Invalid(format!(
@@ -616,7 +617,7 @@ impl Controller {
             member,
             lease,
             deadline: renewed_at + group.ttl() / 2,
-            stale_before_ms: now_ms() - 2 * group.ttl().as_millis() as i64,
+            stale_before_ms: now_ms() - group.ttl().as_millis() as i64,
             watermark: group.record.watermark,
         };
         let rpc = self.rpc();
