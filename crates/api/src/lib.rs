@@ -45,6 +45,7 @@ impl From<ControlError> for ApiError {
         let status = match &err {
             ControlError::UnknownNode(_) => StatusCode::NOT_FOUND,
             ControlError::Manifest(_) | ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::LeaseStore(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, err.to_string())

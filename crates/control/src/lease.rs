@@ -55,7 +55,7 @@ pub struct HeldLease {
 
 /// Errors of a lease backend.
 fn backend_error(detail: impl Into<String>) -> ControlError {
-    ControlError::Invalid(format!("lease store: {}", detail.into()))
+    ControlError::LeaseStore(detail.into())
 }
 
 /// A lease backend.

@@ -60,6 +60,9 @@ pub enum ControlError {
     /// No node has this name.
     #[error("no node is named `{0}`; `chainfleet status` lists them")]
     UnknownNode(String),
+    /// The lease store (embedded or etcd) failed or did not answer.
+    #[error("lease store: {0}")]
+    LeaseStore(String),
     /// Anything else the operator must fix.
     #[error("{0}")]
     Invalid(String),
