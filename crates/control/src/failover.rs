@@ -517,7 +517,14 @@ impl Controller {
             .iter()
             .filter(|n| group.plan.members.contains(&n.name))
             .filter_map(|n| n.height);
-        let watermark = group.record.watermark.map(|w| w.height);
+        // A stale mark of an earlier epoch whose blocks no member has no longer
+        // holds the group back (see `watermark_allows`).
+        let fresh_after = now_ms() - group.ttl().as_millis() as i64;
+        let watermark = group
+            .record
+            .watermark
+            .filter(|w| w.time_ms >= fresh_after)
+            .map(|w| w.height);
         members.chain(watermark).max().unwrap_or(0)
     }
 

@@ -213,8 +213,8 @@ impl LeaseStore {
                         watermark_ms = ?5
                      WHERE name = ?1 AND holder = ?2 AND epoch = ?3 AND expires_ms > ?5
                        AND fenced = 0 AND (watermark_height IS NULL OR watermark_height < ?4
-                         OR (watermark_height = ?4
-                             AND (watermark_epoch = ?3 OR watermark_ms < ?6)))",
+                         OR (watermark_height = ?4 AND watermark_epoch = ?3)
+                         OR (watermark_epoch < ?3 AND watermark_ms < ?6))",
                     params![
                         group,
                         holder,
@@ -605,9 +605,10 @@ impl EtcdLeases {
 }
 
 /// Whether `epoch` may produce `height` given the watermark: above it, or
-/// retrying its own last height after a failed attempt, or reclaiming a
-/// height that an earlier epoch recorded before `stale_before_ms` but never
-/// delivered (it died between recording and producing).
+/// retrying its own last height after a failed attempt, or past a mark that
+/// an earlier epoch recorded before `stale_before_ms` whose blocks no member
+/// has (its producer died between recording and producing, or its blocks
+/// died with its node).
 pub fn watermark_allows(
     watermark: Watermark,
     height: u64,
@@ -615,8 +616,8 @@ pub fn watermark_allows(
     stale_before_ms: i64,
 ) -> bool {
     height > watermark.height
-        || (height == watermark.height
-            && (epoch == watermark.epoch || watermark.time_ms < stale_before_ms))
+        || (height == watermark.height && epoch == watermark.epoch)
+        || (watermark.epoch < epoch && watermark.time_ms < stale_before_ms)
 }
 
 fn parse_watermark(value: &str) -> Option<Watermark> {
