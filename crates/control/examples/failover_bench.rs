@@ -301,6 +301,19 @@ async fn main() {
             println!("round {round}: fleet not healthy again within 60 s");
         }
     }
+    // What kept the group from producing, most frequent first.
+    let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for event in controller.events_after(0, 1_000_000).unwrap_or_default() {
+        if matches!(event.kind.as_str(), "producer-error" | "step-down") {
+            let reason: String = event.message.chars().filter(|c| !c.is_ascii_digit()).collect();
+            *reasons.entry(reason).or_default() += 1;
+        }
+    }
+    let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    for (reason, count) in reasons.iter().take(8) {
+        println!("{count:>5} x {reason}");
+    }
     let (violations, blocks) = violations(&controller).await;
     takeovers.sort();
     let median = takeovers.get(takeovers.len() / 2).copied().unwrap_or(0);
