@@ -305,7 +305,11 @@ async fn main() {
     let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for event in controller.events_after(0, 1_000_000).unwrap_or_default() {
         if matches!(event.kind.as_str(), "producer-error" | "step-down") {
-            let reason: String = event.message.chars().filter(|c| !c.is_ascii_digit()).collect();
+            let reason: String = event
+                .message
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .collect();
             *reasons.entry(reason).or_default() += 1;
         }
     }
