@@ -314,7 +314,7 @@ async fn main() {
         }
     }
     let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     for (reason, count) in reasons.iter().take(8) {
         println!("{count:>5} x {reason}");
     }
