@@ -161,6 +161,14 @@ async fn main() {
         })
         .await;
 
+        // Start the fork from a steady state: every node connected and at one
+        // height (litecoind can take a while to reconnect its addnode peers).
+        wait(&controller, Duration::from_secs(120), |s| {
+            let heights: Vec<Option<u64>> = s.nodes.iter().map(|n| n.height).collect();
+            s.nodes.iter().all(|n| n.peers.unwrap_or(0) >= 1)
+                && heights.windows(2).all(|w| w[0] == w[1])
+        })
+        .await;
         // Forked: fb leaves and mines its own block while the majority mines another.
         cli(&state, "fb-0", &["setnetworkactive", "false"]);
         wait(&controller, Duration::from_secs(30), |s| {
