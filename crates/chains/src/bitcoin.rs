@@ -82,6 +82,12 @@ pub(crate) fn launch(layout: &NodeLayout, default_binary: &str) -> LaunchSpec {
         // Lets devnet wallets send without fee estimates; never guessed on real money.
         base.push(("fallbackfee", "0.0002".into()));
         base.push(("dnsseed", "0".into()));
+        if layout.chain == chainfleet_spec::Chain::Litecoin {
+            // Litecoin's regtest activates MWEB at height 432, after which plain
+            // `generatetodescriptor` blocks are invalid (bad-txns-vin-empty);
+            // a start time in the far future keeps the deployment undefined.
+            base.push(("vbparams", "mweb:9999999999:99999999999".into()));
+        }
     }
     if layout.role == Role::Archive {
         base.push(("txindex", "1".into()));
@@ -577,6 +583,7 @@ mod tests {
             "bind=127.0.0.1",
             "listen=1",
             "fallbackfee=0.0002",
+            "vbparams=mweb:9999999999:99999999999",
             "addnode=127.0.0.1:19454",
             "addnode=127.0.0.1:19464",
         ] {

@@ -424,3 +424,80 @@ fn shipped_rules_pass_promtool_check_and_unit_tests() {
     promtool(&["check", "rules", "chainfleet-rules.yml"]);
     promtool(&["test", "rules", "chainfleet-rules.test.yml"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_restarted_from_an_empty_data_dir_lags_then_recovers() {
+    let fleet = TestFleet::start(
+        "alerting:
+  rules:
+    lagging: {warning: 5, critical: 100000, for: 0s}
+instances:
+  - name: prod
+    chain: litecoin
+    role: producer
+    production: {blockInterval: 1s}
+  - name: fol
+    chain: litecoin
+    peers: [prod]
+",
+    )
+    .await;
+    let state = fleet.state_dir();
+    fleet
+        .wait_for("both healthy", Duration::from_secs(90), |s| {
+            s.nodes.len() == 2 && s.nodes.iter().all(|n| n.health == "healthy")
+        })
+        .await;
+    // A chain long enough that re-syncing it from nothing takes a few probe
+    // rounds; the producer group is fenced meanwhile so two miners do not race.
+    fleet.controller.fence("prod", true).await.expect("fence");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    mine(&state, "prod-0", 2000);
+    fleet
+        .controller
+        .fence("prod", false)
+        .await
+        .expect("unfence");
+    let synced = fleet
+        .wait_for(
+            "the follower at the producer's height",
+            Duration::from_secs(120),
+            |s| {
+                let prod = node(s, "prod-0").height.unwrap_or(0);
+                prod >= 2000 && node(s, "fol-0").height == Some(prod)
+            },
+        )
+        .await;
+    let old_pid = node(&synced, "fol-0").pid.expect("pid");
+    // kill -9 and wipe its chain before the supervisor restarts it (back-off 1 s).
+    signal(old_pid, Signal::SIGKILL);
+    std::fs::remove_dir_all(state.join("nodes").join("fol-0").join("regtest"))
+        .expect("remove the follower's chain");
+    let lagging = fleet
+        .wait_for(
+            "the restarted follower lagging",
+            Duration::from_secs(60),
+            |s| {
+                s.alerts
+                    .iter()
+                    .any(|a| is(a, "lagging/fol-0", AlertStatus::Firing))
+            },
+        )
+        .await;
+    let restarted = node(&lagging, "fol-0");
+    assert_ne!(
+        restarted.pid,
+        Some(old_pid),
+        "the follower was not restarted"
+    );
+    assert!(restarted.lag.unwrap_or(0) >= 5, "{restarted:#?}");
+    fleet
+        .wait_for("the follower recovered", Duration::from_secs(120), |s| {
+            node(s, "fol-0").lag == Some(0)
+                && s.alerts
+                    .iter()
+                    .all(|a| !is(a, "lagging/fol-0", AlertStatus::Firing))
+        })
+        .await;
+    fleet.stop().await;
+}
