@@ -161,11 +161,27 @@ async fn main() {
         })
         .await;
 
-        // Start the fork from a steady state: every node connected and at one
-        // height (litecoind can take a while to reconnect its addnode peers).
+        // Start the fork from a steady state: fa connected to the producer
+        // itself (not only through fb, which is about to leave; litecoind can
+        // take a minute to retry an addnode peer on its own) and all at one height.
+        if let Some(port) = controller
+            .snapshot()
+            .nodes
+            .iter()
+            .find(|n| n.name == "prod-0")
+            .map(|n| n.p2p_port)
+        {
+            cli(
+                &state,
+                "fa-0",
+                &["addnode", &format!("127.0.0.1:{port}"), "onetry"],
+            );
+        }
         wait(&controller, Duration::from_secs(120), |s| {
             let heights: Vec<Option<u64>> = s.nodes.iter().map(|n| n.height).collect();
-            s.nodes.iter().all(|n| n.peers.unwrap_or(0) >= 1)
+            s.nodes
+                .iter()
+                .all(|n| n.peers.unwrap_or(0) >= if n.name == "fa-0" { 2 } else { 1 })
                 && heights.windows(2).all(|w| w[0] == w[1])
         })
         .await;
