@@ -95,6 +95,8 @@ struct Live {
     probe: Option<ProbeStatus>,
     probe_error: Option<String>,
     probe_ok_since_start: bool,
+    /// Restarts after crashes; mirrors the stored record, so status needs no store read.
+    restarts: u32,
 }
 
 impl Live {
@@ -111,6 +113,7 @@ impl Live {
             probe: None,
             probe_error: None,
             probe_ok_since_start: false,
+            restarts: 0,
         }
     }
 
@@ -677,6 +680,7 @@ impl Controller {
         let mut live_map = lock(&self.inner.live);
         let live = live_map.entry(name.clone()).or_insert_with(Live::new);
         if live.phase == Phase::New {
+            live.restarts = record.restarts;
             let recorded = record
                 .pid
                 .zip(record.start_ticks)
@@ -769,10 +773,11 @@ impl Controller {
         };
         live.last_error = Some(format!("{how}{looping}"));
         let tail = live.log_tail.join("\n");
+        record.restarts += 1;
+        live.restarts = record.restarts;
         drop(live_map);
         record.pid = None;
         record.start_ticks = None;
-        record.restarts += 1;
         self.inner.store.put_node(record)?;
         self.record_event(
             Some(&name),
@@ -1197,7 +1202,7 @@ impl Controller {
                     uptime_seconds: entry
                         .and_then(|l| l.handle)
                         .and_then(|h| procfs::uptime_seconds(h.start_ticks)),
-                    restarts: 0,
+                    restarts: entry.map(|l| l.restarts).unwrap_or(0),
                     client_version: probe.map(|p| p.client_version.clone()),
                     rpc_port: node.record.rpc_port,
                     p2p_port: node.record.p2p_port,
@@ -1215,7 +1220,6 @@ impl Controller {
             })
             .collect();
         drop(live);
-        let nodes = self.with_stored_restarts(nodes);
         let saved = nodes.iter().map(|n| {
             (
                 n.name.as_str(),
@@ -1247,20 +1251,6 @@ impl Controller {
             alerts: report.alerts.clone(),
             control: report.stats.clone(),
         }));
-    }
-
-    /// Restart counts live in the store (they survive control-plane restarts).
-    fn with_stored_restarts(&self, mut nodes: Vec<NodeStatus>) -> Vec<NodeStatus> {
-        if let Ok(records) = self.inner.store.nodes() {
-            let restarts: HashMap<String, u32> =
-                records.into_iter().map(|r| (r.name, r.restarts)).collect();
-            for node in &mut nodes {
-                if let Some(count) = restarts.get(&node.name) {
-                    node.restarts = *count;
-                }
-            }
-        }
-        nodes
     }
 }
 
