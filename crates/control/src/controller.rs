@@ -27,6 +27,8 @@ const CRASH_LOOP_COUNT: usize = 3;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A node up this long has its back-off reset.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Graceful-stop limit for a node no longer in the manifest (its own setting is gone).
+const REMOVED_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Log lines kept in status when a node fails.
 const LOG_TAIL_LINES: usize = 10;
 
@@ -681,12 +683,8 @@ impl Controller {
         let live = live_map.entry(name.clone()).or_insert_with(Live::new);
         if live.phase == Phase::New {
             live.restarts = record.restarts;
-            let recorded = record
-                .pid
-                .zip(record.start_ticks)
-                .map(|(pid, start_ticks)| ProcessHandle { pid, start_ticks });
             let spec = record_spec(record).unwrap_or_else(|| node.spec.clone());
-            if let Some(handle) = self.inner.runtime.adopt(&spec, recorded) {
+            if let Some(handle) = self.inner.runtime.adopt(&spec, recorded_handle(record)) {
                 live.handle = Some(handle);
                 live.phase = Phase::Running;
                 live.started_at = Some(Instant::now());
@@ -844,33 +842,25 @@ impl Controller {
         Ok(())
     }
 
-    async fn remove_node(&self, record: &NodeRecord) -> Result<(), ControlError> {
-        let handle = lock(&self.inner.live)
+    /// The process of a stored node: the one this control plane tracks, or
+    /// one left by an earlier control plane.
+    fn current_handle(&self, record: &NodeRecord) -> Option<ProcessHandle> {
+        let live = lock(&self.inner.live)
             .get(&record.name)
-            .and_then(|l| l.handle)
-            .or_else(|| {
-                let recorded = record
-                    .pid
-                    .zip(record.start_ticks)
-                    .map(|(pid, start_ticks)| ProcessHandle { pid, start_ticks });
-                record_spec(record).and_then(|spec| self.inner.runtime.adopt(&spec, recorded))
-            });
-        if let Some(handle) = handle {
-            let chain = chain_of(&record.chain);
-            let endpoint = chain
-                .map(Adapter::for_chain)
-                .map(|a| a.local_endpoint(record.rpc_port, &record.rpc_user, &record.rpc_password))
-                .unwrap_or_else(|| chainfleet_chains::Endpoint::local(record.rpc_port));
-            match chain {
+            .and_then(|l| l.handle);
+        live.or_else(|| {
+            let spec = record_spec(record)?;
+            self.inner.runtime.adopt(&spec, recorded_handle(record))
+        })
+    }
+
+    async fn remove_node(&self, record: &NodeRecord) -> Result<(), ControlError> {
+        if let Some(handle) = self.current_handle(record) {
+            match chain_of(&record.chain) {
                 Some(chain) => {
-                    self.stop_process(
-                        chain,
-                        &record.name,
-                        &endpoint,
-                        handle,
-                        Duration::from_secs(30),
-                    )
-                    .await
+                    let endpoint = record_endpoint(chain, record);
+                    self.stop_process(chain, &record.name, &endpoint, handle, REMOVED_STOP_TIMEOUT)
+                        .await
                 }
                 None => {
                     let _ = self.inner.runtime.kill(&record.name, &handle);
@@ -958,17 +948,9 @@ impl Controller {
         let mut tasks = tokio::task::JoinSet::new();
         let mut records = self.inner.store.nodes()?;
         for record in &mut records {
-            let recorded = record
-                .pid
-                .zip(record.start_ticks)
-                .map(|(pid, start_ticks)| ProcessHandle { pid, start_ticks });
-            let live_handle = lock(&self.inner.live)
-                .get(&record.name)
-                .and_then(|l| l.handle);
-            let handle = live_handle.or_else(|| {
-                record_spec(record).and_then(|spec| self.inner.runtime.adopt(&spec, recorded))
-            });
-            let Some(handle) = handle else { continue };
+            let Some(handle) = self.current_handle(record) else {
+                continue;
+            };
             let Some(chain) = chain_of(&record.chain) else {
                 continue;
             };
@@ -976,14 +958,7 @@ impl Controller {
                 .iter()
                 .find(|n| n.record.name == record.name)
                 .map(|n| (n.endpoint.clone(), n.stop_timeout))
-                .unwrap_or_else(|| {
-                    let endpoint = Adapter::for_chain(chain).local_endpoint(
-                        record.rpc_port,
-                        &record.rpc_user,
-                        &record.rpc_password,
-                    );
-                    (endpoint, Duration::from_secs(30))
-                });
+                .unwrap_or_else(|| (record_endpoint(chain, record), REMOVED_STOP_TIMEOUT));
             let this = self.clone();
             let name = record.name.clone();
             self.record_event(
@@ -1271,11 +1246,7 @@ pub fn read_upstreams(state_dir: &Path) -> Result<UpstreamSnapshot, ControlError
             let chain = chain_of(&record.chain)?;
             let status = statuses.get(&record.name)?.clone();
             generated_ms = generated_ms.max(status.updated_ms);
-            let endpoint = Adapter::for_chain(chain).local_endpoint(
-                record.rpc_port,
-                &record.rpc_user,
-                &record.rpc_password,
-            );
+            let endpoint = record_endpoint(chain, &record);
             Some(Upstream {
                 status,
                 chain,
@@ -1321,6 +1292,23 @@ fn backoff_for(failures: u32) -> Duration {
 
 fn chain_of(name: &str) -> Option<Chain> {
     serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+}
+
+/// Where a stored node's RPC answers, with its credentials.
+fn record_endpoint(chain: Chain, record: &NodeRecord) -> chainfleet_chains::Endpoint {
+    Adapter::for_chain(chain).local_endpoint(
+        record.rpc_port,
+        &record.rpc_user,
+        &record.rpc_password,
+    )
+}
+
+/// The process a record says runs, if it says one does.
+fn recorded_handle(record: &NodeRecord) -> Option<ProcessHandle> {
+    record
+        .pid
+        .zip(record.start_ticks)
+        .map(|(pid, start_ticks)| ProcessHandle { pid, start_ticks })
 }
 
 /// The runtime spec a stored record was started with, for adoption and stopping.
