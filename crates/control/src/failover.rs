@@ -31,6 +31,22 @@ fn may_take_over(state: &str) -> bool {
     matches!(state, "healthy" | "stalled" | "lagging")
 }
 
+/// The best height a group knows: its members' and a fresh watermark's. A
+/// stale mark of an earlier epoch whose blocks no member has no longer holds
+/// the group back (see `watermark_allows`).
+fn best_height(plan: &GroupPlan, record: &GroupRecord, nodes: &[crate::NodeStatus]) -> u64 {
+    let members = nodes
+        .iter()
+        .filter(|n| plan.members.contains(&n.name))
+        .filter_map(|n| n.height);
+    let fresh_after = now_ms() - plan.settings.lease_ttl.get().as_millis() as i64;
+    let watermark = record
+        .watermark
+        .filter(|w| w.time_ms >= fresh_after)
+        .map(|w| w.height);
+    members.chain(watermark).max().unwrap_or(0)
+}
+
 /// A producer group as the manifest declares it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupPlan {
@@ -511,23 +527,6 @@ impl Controller {
         }
     }
 
-    /// The best height the group knows: its members' and the watermark's.
-    fn group_best_height(&self, group: &GroupRuntime, nodes: &[crate::NodeStatus]) -> u64 {
-        let members = nodes
-            .iter()
-            .filter(|n| group.plan.members.contains(&n.name))
-            .filter_map(|n| n.height);
-        // A stale mark of an earlier epoch whose blocks no member has no longer
-        // holds the group back (see `watermark_allows`).
-        let fresh_after = now_ms() - group.ttl().as_millis() as i64;
-        let watermark = group
-            .record
-            .watermark
-            .filter(|w| w.time_ms >= fresh_after)
-            .map(|w| w.height);
-        members.chain(watermark).max().unwrap_or(0)
-    }
-
     async fn try_take_over(
         &self,
         group: &mut GroupRuntime,
@@ -537,7 +536,7 @@ impl Controller {
             return Ok(());
         }
         let snapshot = self.snapshot();
-        let best = self.group_best_height(group, &snapshot.nodes);
+        let best = best_height(&group.plan, &group.record, &snapshot.nodes);
         let max_lag = group.plan.settings.max_lag;
         let mut candidates: Vec<(&str, u64)> = snapshot
             .nodes
@@ -712,7 +711,7 @@ impl Controller {
     /// The status of one group as `chainfleet producers` shows it.
     fn group_status(&self, group: &GroupRuntime) -> GroupStatus {
         let snapshot = self.snapshot();
-        let best = self.group_best_height(group, &snapshot.nodes);
+        let best = best_height(&group.plan, &group.record, &snapshot.nodes);
         let active_member = group.held.as_ref().map(|h| h.member.as_str());
         GroupStatus {
             name: group.plan.name.clone(),
@@ -762,14 +761,7 @@ impl Controller {
                 )));
             }
             let record = store.read(group).await?;
-            let best = snapshot
-                .nodes
-                .iter()
-                .filter(|n| plan.members.contains(&n.name))
-                .filter_map(|n| n.height)
-                .chain(record.watermark.map(|w| w.height))
-                .max()
-                .unwrap_or(0);
+            let best = best_height(&plan, &record, &snapshot.nodes);
             let lag = best.saturating_sub(status.and_then(|s| s.height).unwrap_or(0));
             if lag > plan.settings.max_lag {
                 return Err(ControlError::Invalid(format!(
