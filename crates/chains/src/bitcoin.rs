@@ -6,7 +6,9 @@
 use chainfleet_spec::{Chain, Network, Role};
 use serde_json::{json, Value};
 
-use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo};
+use crate::catalog::{
+    method, param, Cacheability, Cacheability::*, MethodClass::*, MethodInfo, Settles,
+};
 use crate::rpc::field;
 use crate::{ChainError, Endpoint, LaunchSpec, NodeLayout, ProbeStatus, ProducedBlock, RpcClient};
 
@@ -340,9 +342,12 @@ const DEEP: Cacheability = ImmutableWhenDeep(6);
 
 /// Bitcoin Core's RPC methods (0.21 to 27) plus `generate` (zcashd, old forks).
 ///
-/// Verbose block and transaction answers carry `confirmations` and
-/// `nextblockhash`, which change as the chain grows; they are `DEEP`, not
-/// `Immutable`, and a cached answer shows the confirmations of its first fetch.
+/// `DEEP` answers settle as [`settles`] reads them: `getblockhash` and
+/// `getblockstats` of an explicit height once that block is six deep; raw
+/// (non-verbose) blocks, headers and transactions named by a block hash at
+/// once, since they are content-addressed. Verbose block, header and
+/// transaction answers carry `confirmations` and `nextblockhash`, which grow
+/// with the chain, so they are never cached.
 pub(crate) const CATALOG: &[MethodInfo] = &[
     // Blockchain.
     method("getbestblockhash", Read, Never),
@@ -365,7 +370,8 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("gettxout", Read, Never),
     method("gettxoutproof", Read, DEEP),
     method("gettxoutsetinfo", Read, Never),
-    method("verifytxoutproof", Read, DEEP),
+    // Answers only while the proof's block is on the best chain, and names no height.
+    method("verifytxoutproof", Read, Never),
     method("scantxoutset", Read, Never),
     method("getindexinfo", Read, Never),
     method("preciousblock", Admin, Never),
@@ -497,6 +503,80 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("walletprocesspsbt", Wallet, Never),
 ];
 
+/// When the answer to a `DEEP` method settles (see [`CATALOG`]).
+pub(crate) fn settles(method: &str, params: Option<&Value>, _result: &[u8]) -> Settles {
+    let Some(params) = params else {
+        return Settles::Never;
+    };
+    let arg = |index: usize, name: &str| param(params, index, name);
+    match method {
+        "getblockhash" => arg(0, "height").map_or(Settles::Never, height),
+        "getblockstats" => match arg(0, "hash_or_height") {
+            Some(Value::String(hash)) if is_hash(hash) => Settles::Now,
+            Some(value) => height(value),
+            None => Settles::Never,
+        },
+        // Raw (verbosity 0 or `false`) is content-addressed; the default
+        // verbosity 1 and up add confirmations.
+        "getblock" => raw_by_hash(arg(0, "blockhash"), is_raw(arg(1, "verbosity"), false)),
+        "getblockheader" => raw_by_hash(
+            arg(0, "blockhash"),
+            matches!(arg(1, "verbose"), Some(Value::Bool(false))),
+        ),
+        // The filter and its header follow from the block and its ancestors.
+        "getblockfilter" => raw_by_hash(arg(0, "blockhash"), true),
+        // Without a block hash the proof is of wherever the transaction is now.
+        "gettxoutproof" => raw_by_hash(arg(1, "blockhash"), true),
+        // A transaction in a named block, raw: content-addressed. Without the
+        // block, a mempool copy may differ in its witness from the mined one.
+        "getrawtransaction" => raw_by_hash(arg(2, "blockhash"), is_raw(arg(1, "verbose"), true)),
+        _ => Settles::Never,
+    }
+}
+
+/// Methods [`settles`] has a rule for (kept equal to the `DEEP` entries by a test).
+#[cfg(test)]
+pub(crate) const SETTLING: &[&str] = &[
+    "getblockhash",
+    "getblockstats",
+    "getblock",
+    "getblockheader",
+    "getblockfilter",
+    "gettxoutproof",
+    "getrawtransaction",
+];
+
+/// An explicit block height.
+fn height(value: &Value) -> Settles {
+    match value {
+        Value::Number(n) => n.as_u64().map_or(Settles::Never, Settles::AtHeight),
+        _ => Settles::Never,
+    }
+}
+
+/// Whether a verbosity param asks for the raw answer (`default` when absent).
+fn is_raw(verbosity: Option<&Value>, default: bool) -> bool {
+    match verbosity {
+        None => default,
+        Some(Value::Bool(verbose)) => !verbose,
+        Some(Value::Number(n)) => n.as_u64() == Some(0),
+        Some(_) => false,
+    }
+}
+
+/// `Now` for a raw answer about a well-formed block hash.
+fn raw_by_hash(hash: Option<&Value>, raw: bool) -> Settles {
+    match hash {
+        Some(Value::String(hash)) if raw && is_hash(hash) => Settles::Now,
+        _ => Settles::Never,
+    }
+}
+
+/// A 32-byte hash in hex, as block hashes and txids are written.
+fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The hash of the block at `height` on the node's best chain.
 pub(crate) async fn block_hash_at(
     rpc: &RpcClient,
@@ -525,6 +605,107 @@ mod tests {
     use chainfleet_spec::Client;
 
     use super::*;
+
+    /// How `method` with raw `params` settles for a non-null answer.
+    fn settle(method: &str, params: &str) -> Settles {
+        crate::Adapter::for_chain(Chain::Litecoin).settles(method, Some(params), br#""x""#)
+    }
+
+    const HASH: &str = "530827f38f93b43ed12af0b3ad25a288dc02ed74d6d7857862df51fc56c416f9";
+
+    #[test]
+    fn getblockhash_settles_at_an_explicit_height_only() {
+        assert_eq!(settle("getblockhash", "[16]"), Settles::AtHeight(16));
+        assert_eq!(
+            settle("getblockhash", r#"{"height":16}"#),
+            Settles::AtHeight(16)
+        );
+        for bad in [
+            "[-1]",
+            "[1.5]",
+            r#"["16"]"#,
+            r#"["latest"]"#,
+            "[1e30]",
+            "[18446744073709551616]",
+            "[]",
+            "{}",
+            "[null]",
+            "not json",
+            "[16",
+            "16",
+            r#"{"height":1,"height":2}"#,
+        ] {
+            assert_eq!(settle("getblockhash", bad), Settles::Never, "{bad}");
+        }
+        let adapter = crate::Adapter::for_chain(Chain::Litecoin);
+        assert_eq!(
+            adapter.settles("getblockhash", None, b"\"x\""),
+            Settles::Never
+        );
+        assert_eq!(
+            adapter.settles("getblockhash", Some("[1]"), b"null"),
+            Settles::Never
+        );
+    }
+
+    #[test]
+    fn raw_blocks_settle_now_and_verbose_ones_with_confirmations_never() {
+        let with = |rest: &str| format!(r#"["{HASH}"{rest}]"#);
+        assert_eq!(settle("getblock", &with(",0")), Settles::Now);
+        assert_eq!(settle("getblock", &with(",false")), Settles::Now);
+        assert_eq!(
+            settle(
+                "getblock",
+                &format!(r#"{{"blockhash":"{HASH}","verbosity":0}}"#)
+            ),
+            Settles::Now
+        );
+        // The default verbosity (1) and above carry `confirmations`.
+        for rest in ["", ",1", ",2", ",true", ",\"0\"", ",-0.5"] {
+            assert_eq!(settle("getblock", &with(rest)), Settles::Never, "{rest}");
+        }
+        assert_eq!(settle("getblock", r#"["nothex",0]"#), Settles::Never);
+        assert_eq!(settle("getblock", "[1,0]"), Settles::Never);
+        assert_eq!(settle("getblockheader", &with(",false")), Settles::Now);
+        assert_eq!(settle("getblockheader", &with("")), Settles::Never);
+        assert_eq!(settle("getblockheader", &with(",true")), Settles::Never);
+        assert_eq!(settle("getblockstats", &with("")), Settles::Now);
+        assert_eq!(settle("getblockstats", "[100]"), Settles::AtHeight(100));
+        assert_eq!(settle("getblockstats", r#"["latest"]"#), Settles::Never);
+        assert_eq!(settle("getblockfilter", &with("")), Settles::Now);
+    }
+
+    #[test]
+    fn transactions_settle_only_when_named_with_their_block_and_raw() {
+        let tx = HASH;
+        assert_eq!(
+            settle("getrawtransaction", &format!(r#"["{tx}"]"#)),
+            Settles::Never
+        );
+        assert_eq!(
+            settle("getrawtransaction", &format!(r#"["{tx}",false,"{HASH}"]"#)),
+            Settles::Now
+        );
+        assert_eq!(
+            settle("getrawtransaction", &format!(r#"["{tx}",0,"{HASH}"]"#)),
+            Settles::Now
+        );
+        assert_eq!(
+            settle("getrawtransaction", &format!(r#"["{tx}",true,"{HASH}"]"#)),
+            Settles::Never
+        );
+        assert_eq!(
+            settle("gettxoutproof", &format!(r#"[["{tx}"]]"#)),
+            Settles::Never
+        );
+        assert_eq!(
+            settle("gettxoutproof", &format!(r#"[["{tx}"],"{HASH}"]"#)),
+            Settles::Now
+        );
+        assert_eq!(settle("verifytxoutproof", r#"["00"]"#), Settles::Never);
+        assert_eq!(settle("getblockcount", "[]"), Settles::Never);
+        assert_eq!(settle("decoderawtransaction", r#"["00"]"#), Settles::Now);
+    }
 
     fn layout(binary: Option<&str>, network: Network) -> NodeLayout {
         NodeLayout {

@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
-use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo};
+use crate::catalog::{
+    method, param, plain_u64, Cacheability, Cacheability::*, MethodClass::*, MethodInfo, Settles,
+};
 use crate::rpc::{field, take_result};
 use crate::{ChainError, Endpoint, ProbeStatus, RpcClient};
 
@@ -168,6 +170,12 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 const DEEP: Cacheability = ImmutableWhenDeep(1);
 
 /// CometBFT RPC endpoints (v0.34 to v1.0), callable by GET path or JSON-RPC.
+///
+/// `DEEP` answers settle ([`settles`]) once the block named by an explicit
+/// `height` param (a number or a decimal string) is one deep; without a
+/// height they describe the latest block and never settle. `tx` settles at
+/// the `height` of its answer. `blockchain` answers carry `last_height`,
+/// which moves with the head, so it is never cached.
 pub(crate) const CATALOG: &[MethodInfo] = &[
     method("abci_info", Read, Never),
     method("abci_query", Read, Never),
@@ -175,7 +183,7 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("block_by_hash", Read, Immutable),
     method("block_results", Read, DEEP),
     method("block_search", Read, Never),
-    method("blockchain", Read, DEEP),
+    method("blockchain", Read, Never),
     method("broadcast_evidence", Write, Never),
     method("broadcast_tx_async", Write, Never),
     method("broadcast_tx_commit", Write, Never),
@@ -206,11 +214,99 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("unsafe_flush_mempool", Admin, Never),
 ];
 
+/// When the answer to a `DEEP` method settles (see [`CATALOG`]).
+pub(crate) fn settles(method: &str, params: Option<&Value>, result: &[u8]) -> Settles {
+    match method {
+        "block" | "block_results" | "commit" | "consensus_params" | "header" | "validators" => {
+            match params.and_then(|p| param(p, 0, "height")) {
+                Some(height) => plain_u64(height).map_or(Settles::Never, Settles::AtHeight),
+                None => Settles::Never,
+            }
+        }
+        "tx" => match serde_json::from_slice::<AtHeight>(result) {
+            Ok(AtHeight {
+                height: Some(height),
+            }) => plain_u64(&height).map_or(Settles::Never, Settles::AtHeight),
+            _ => Settles::Never,
+        },
+        _ => Settles::Never,
+    }
+}
+
+/// The height a transaction answer belongs to (int64 written as a string).
+#[derive(serde::Deserialize)]
+struct AtHeight {
+    height: Option<Value>,
+}
+
+/// Methods [`settles`] has a rule for (kept equal to the `DEEP` entries by a test).
+#[cfg(test)]
+pub(crate) const SETTLING: &[&str] = &[
+    "block",
+    "block_results",
+    "commit",
+    "consensus_params",
+    "header",
+    "validators",
+    "tx",
+];
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn settle_with(method: &str, params: Option<&str>, result: &str) -> Settles {
+        crate::Adapter::for_chain(chainfleet_spec::Chain::Cosmos).settles(
+            method,
+            params,
+            result.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn heights_settle_when_explicit_and_latest_never() {
+        let settle = |method: &str, params: &str| settle_with(method, Some(params), "{}");
+        assert_eq!(settle("block", r#"{"height":"5"}"#), Settles::AtHeight(5));
+        assert_eq!(settle("block", r#"{"height":5}"#), Settles::AtHeight(5));
+        assert_eq!(settle("commit", r#"["5"]"#), Settles::AtHeight(5));
+        assert_eq!(
+            settle("validators", r#"{"height":"7","page":"1"}"#),
+            Settles::AtHeight(7)
+        );
+        for bad in [
+            "{}",
+            "[]",
+            r#"{"height":null}"#,
+            r#"{"height":"-5"}"#,
+            r#"{"height":"5a"}"#,
+            r#"{"height":"0x5"}"#,
+            r#"{"height":5.5}"#,
+            r#"{"height":"99999999999999999999999"}"#,
+            "garbage",
+        ] {
+            assert_eq!(settle("block", bad), Settles::Never, "{bad}");
+        }
+        assert_eq!(settle_with("block", None, "{}"), Settles::Never);
+        assert_eq!(
+            settle("blockchain", r#"{"minHeight":"1","maxHeight":"2"}"#),
+            Settles::Never
+        );
+        assert_eq!(settle("block_by_hash", r#"{"hash":"AB"}"#), Settles::Now);
+    }
+
+    #[test]
+    fn a_transaction_settles_at_the_height_in_its_answer() {
+        let params = Some(r#"{"hash":"0xAB"}"#);
+        assert_eq!(
+            settle_with("tx", params, r#"{"hash":"AB","height":"12","index":0}"#),
+            Settles::AtHeight(12)
+        );
+        for bad in [r#"{"hash":"AB"}"#, r#"{"height":"x"}"#, "[]", "1", "null"] {
+            assert_eq!(settle_with("tx", params, bad), Settles::Never, "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339_matches_known_instants() {

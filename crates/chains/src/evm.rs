@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo};
+use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo, Settles};
 use crate::rpc::field;
 use crate::{ChainError, Endpoint, LaunchSpec, NodeLayout, ProbeStatus, ProducedBlock, RpcClient};
 use chainfleet_spec::{Network, Role};
@@ -246,8 +246,12 @@ const DEEP: Cacheability = ImmutableWhenDeep(12);
 /// `admin_`/`debug_`/`personal_`/`miner_`/`txpool_`, parity-style `trace_`,
 /// the engine API, and the anvil/hardhat devnet extensions.
 ///
-/// By-number methods are `DEEP`: a block tag such as `latest` references the
-/// head, which is never deep, so those answers are not cached.
+/// `DEEP` answers settle as [`settles`] reads them: by-number methods once
+/// the block named by an explicit number (`"0x10"`) is twelve deep, or at
+/// once when a block hash names it; a block tag (`latest`, `pending`,
+/// `safe`, `finalized`, `earliest`, which history expiry can move) never
+/// settles. Lookups by transaction hash settle at the answer's `blockNumber`;
+/// a pending transaction (no block yet) never does.
 pub(crate) const CATALOG: &[MethodInfo] = &[
     // eth_: chain reads.
     method("eth_blobBaseFee", Read, Never),
@@ -368,7 +372,8 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("debug_traceBlockByHash", Admin, Immutable),
     method("debug_traceBlockByNumber", Admin, DEEP),
     method("debug_traceCall", Admin, Never),
-    method("debug_traceTransaction", Admin, DEEP),
+    // Neither the call nor its answer names the block: cannot tell when it settles.
+    method("debug_traceTransaction", Admin, Never),
     method("debug_verbosity", Admin, Never),
     method("debug_vmodule", Admin, Never),
     // trace_ (erigon, nethermind, reth): as costly as debug_, so Admin too.
@@ -379,7 +384,8 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("trace_get", Admin, DEEP),
     method("trace_rawTransaction", Admin, Never),
     method("trace_replayBlockTransactions", Admin, DEEP),
-    method("trace_replayTransaction", Admin, DEEP),
+    // Neither the call nor its answer names the block: cannot tell when it settles.
+    method("trace_replayTransaction", Admin, Never),
     method("trace_transaction", Admin, DEEP),
     // Engine API: only the consensus client may call it.
     method("engine_exchangeCapabilities", Admin, Never),
@@ -451,6 +457,134 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("hardhat_stopImpersonatingAccount", Admin, Never),
 ];
 
+/// When the answer to a `DEEP` method settles (see [`CATALOG`]).
+pub(crate) fn settles(method: &str, params: Option<&Value>, result: &[u8]) -> Settles {
+    // Ethereum JSON-RPC params are positional.
+    let list = params.and_then(Value::as_array);
+    let first = || list.and_then(|l| l.first());
+    match method {
+        "eth_getBlockByNumber"
+        | "eth_getBlockReceipts"
+        | "eth_getBlockTransactionCountByNumber"
+        | "eth_getHeaderByNumber"
+        | "eth_getTransactionByBlockNumberAndIndex"
+        | "eth_getUncleByBlockNumberAndIndex"
+        | "eth_getUncleCountByBlockNumber"
+        | "debug_dumpBlock"
+        | "debug_getRawBlock"
+        | "debug_getRawHeader"
+        | "debug_getRawReceipts"
+        | "debug_printBlock"
+        | "debug_traceBlockByNumber"
+        | "trace_block"
+        | "trace_replayBlockTransactions" => first().map_or(Settles::Never, block_ref),
+        // (start, end): the later block; without an end, start against its parent.
+        "debug_getModifiedAccountsByNumber" => {
+            let end = list.and_then(|l| l.get(1));
+            match (first().and_then(number), end.map(number)) {
+                (Some(start), None) => Settles::AtHeight(start),
+                (Some(start), Some(Some(end))) => Settles::AtHeight(start.max(end)),
+                _ => Settles::Never,
+            }
+        }
+        "eth_getTransactionByHash" | "eth_getTransactionReceipt" | "trace_get" => {
+            match serde_json::from_slice::<Mined>(result) {
+                Ok(Mined {
+                    block_number: Some(value),
+                }) => number(&value).map_or(Settles::Never, Settles::AtHeight),
+                _ => Settles::Never,
+            }
+        }
+        // Every trace names its block; they are all of one transaction.
+        "trace_transaction" => match serde_json::from_slice::<Vec<Mined>>(result) {
+            Ok(traces) if !traces.is_empty() => traces
+                .iter()
+                .map(|t| t.block_number.as_ref().and_then(number))
+                .try_fold(0, |highest: u64, n| n.map(|n| highest.max(n)))
+                .map_or(Settles::Never, Settles::AtHeight),
+            _ => Settles::Never,
+        },
+        // The raw signed transaction: its hash is the hash of these bytes.
+        "debug_getRawTransaction" => match serde_json::from_slice::<String>(result) {
+            Ok(raw) if raw.len() > 2 && raw.starts_with("0x") => Settles::Now,
+            _ => Settles::Never,
+        },
+        _ => Settles::Never,
+    }
+}
+
+/// Methods [`settles`] has a rule for (kept equal to the `DEEP` entries by a test).
+#[cfg(test)]
+pub(crate) const SETTLING: &[&str] = &[
+    "eth_getBlockByNumber",
+    "eth_getBlockReceipts",
+    "eth_getBlockTransactionCountByNumber",
+    "eth_getHeaderByNumber",
+    "eth_getTransactionByBlockNumberAndIndex",
+    "eth_getUncleByBlockNumberAndIndex",
+    "eth_getUncleCountByBlockNumber",
+    "debug_dumpBlock",
+    "debug_getRawBlock",
+    "debug_getRawHeader",
+    "debug_getRawReceipts",
+    "debug_printBlock",
+    "debug_traceBlockByNumber",
+    "trace_block",
+    "trace_replayBlockTransactions",
+    "debug_getModifiedAccountsByNumber",
+    "eth_getTransactionByHash",
+    "eth_getTransactionReceipt",
+    "trace_get",
+    "trace_transaction",
+    "debug_getRawTransaction",
+];
+
+/// The block an answer about a transaction belongs to (`null` while pending).
+#[derive(serde::Deserialize)]
+struct Mined {
+    #[serde(rename = "blockNumber")]
+    block_number: Option<Value>,
+}
+
+/// A block named by number (settles when deep), by hash (settles now), or by
+/// tag (never: it moves).
+fn block_ref(value: &Value) -> Settles {
+    match value {
+        Value::String(text) if is_hash(text) => Settles::Now,
+        Value::Object(map) => match (map.get("blockHash"), map.get("blockNumber")) {
+            (Some(Value::String(hash)), None) if is_hash(hash) => Settles::Now,
+            (None, Some(n)) => number(n).map_or(Settles::Never, Settles::AtHeight),
+            _ => Settles::Never,
+        },
+        other => number(other).map_or(Settles::Never, Settles::AtHeight),
+    }
+}
+
+/// An explicit block number: a hex quantity (`"0x10"`) or a JSON integer.
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(text) => {
+            let digits = text.strip_prefix("0x")?;
+            // from_str_radix would take a sign; quantities have none.
+            if digits.is_empty()
+                || digits.len() > 16
+                || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return None;
+            }
+            u64::from_str_radix(digits, 16).ok()
+        }
+        _ => None,
+    }
+}
+
+/// A 32-byte hash as `0x` and 64 hex digits.
+fn is_hash(text: &str) -> bool {
+    text.strip_prefix("0x")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The hash of the block at `height` on the node's canonical chain.
 pub(crate) async fn block_hash_at(
     rpc: &RpcClient,
@@ -478,6 +612,175 @@ mod tests {
     use chainfleet_spec::{Chain, Client};
 
     use super::*;
+
+    fn settle_with(method: &str, params: &str, result: &str) -> Settles {
+        crate::Adapter::for_chain(Chain::Ethereum).settles(method, Some(params), result.as_bytes())
+    }
+
+    fn settle(method: &str, params: &str) -> Settles {
+        settle_with(method, params, r#"{"number":"0x10"}"#)
+    }
+
+    const HASH: &str = "0x88e96d4537bea4d9c05d12549907b32561d3bf31f45aae734cdc119f13406cb6";
+
+    #[test]
+    fn by_number_settles_at_an_explicit_number_and_tags_never() {
+        assert_eq!(
+            settle("eth_getBlockByNumber", r#"["0x10",false]"#),
+            Settles::AtHeight(16)
+        );
+        assert_eq!(
+            settle("eth_getBlockByNumber", r#"["0x0",true]"#),
+            Settles::AtHeight(0)
+        );
+        assert_eq!(
+            settle("eth_getBlockByNumber", "[16,false]"),
+            Settles::AtHeight(16)
+        );
+        assert_eq!(
+            settle("eth_getBlockByNumber", r#"["0xffffffffffffffff",false]"#),
+            Settles::AtHeight(u64::MAX)
+        );
+        for bad in [
+            r#"["latest",false]"#,
+            r#"["pending",false]"#,
+            r#"["safe",false]"#,
+            r#"["finalized",false]"#,
+            r#"["earliest",false]"#,
+            r#"["0x",false]"#,
+            r#"["0x+1",false]"#,
+            r#"["0x-1",false]"#,
+            r#"["0xg",false]"#,
+            r#"["10",false]"#,
+            r#"["0x10000000000000000",false]"#,
+            "[-1,false]",
+            "[1.5,false]",
+            "[null,false]",
+            "[]",
+            r#"{"block":"0x10"}"#,
+            r#""0x10""#,
+            "not json",
+        ] {
+            assert_eq!(settle("eth_getBlockByNumber", bad), Settles::Never, "{bad}");
+        }
+        let adapter = crate::Adapter::for_chain(Chain::Ethereum);
+        assert_eq!(
+            adapter.settles("eth_getBlockByNumber", None, b"{}"),
+            Settles::Never
+        );
+        assert_eq!(
+            adapter.settles("eth_getBlockByNumber", Some(r#"["0x10",false]"#), b"null"),
+            Settles::Never
+        );
+    }
+
+    #[test]
+    fn block_hashes_settle_now_and_eip1898_objects_are_read() {
+        assert_eq!(
+            settle("eth_getBlockReceipts", &format!(r#"["{HASH}"]"#)),
+            Settles::Now
+        );
+        assert_eq!(
+            settle(
+                "eth_getBlockReceipts",
+                &format!(r#"[{{"blockHash":"{HASH}"}}]"#)
+            ),
+            Settles::Now
+        );
+        assert_eq!(
+            settle("eth_getBlockReceipts", r#"[{"blockNumber":"0x5"}]"#),
+            Settles::AtHeight(5)
+        );
+        assert_eq!(
+            settle("eth_getBlockReceipts", r#"[{"blockNumber":"latest"}]"#),
+            Settles::Never
+        );
+        assert_eq!(
+            settle(
+                "eth_getBlockReceipts",
+                &format!(r#"[{{"blockNumber":"0x5","blockHash":"{HASH}"}}]"#)
+            ),
+            Settles::Never
+        );
+        assert_eq!(
+            settle("debug_getModifiedAccountsByNumber", "[5,9]"),
+            Settles::AtHeight(9)
+        );
+        assert_eq!(
+            settle("debug_getModifiedAccountsByNumber", "[5]"),
+            Settles::AtHeight(5)
+        );
+        assert_eq!(
+            settle("debug_getModifiedAccountsByNumber", r#"[5,"latest"]"#),
+            Settles::Never
+        );
+    }
+
+    #[test]
+    fn transactions_settle_at_their_block_and_pending_ones_never() {
+        let tx = format!(r#"["{HASH}"]"#);
+        assert_eq!(
+            settle_with(
+                "eth_getTransactionByHash",
+                &tx,
+                r#"{"hash":"0x1","blockNumber":"0x7"}"#
+            ),
+            Settles::AtHeight(7)
+        );
+        assert_eq!(
+            settle_with(
+                "eth_getTransactionReceipt",
+                &tx,
+                r#"{"blockNumber":"0x1f","logs":[]}"#
+            ),
+            Settles::AtHeight(31)
+        );
+        for pending in [
+            r#"{"hash":"0x1","blockNumber":null}"#,
+            r#"{"hash":"0x1"}"#,
+            "null",
+            "[]",
+            r#""0x7""#,
+            r#"{"blockNumber":"0xzz"}"#,
+            r#"{"blockNumber":"0x1","blockNumber":"0x2"}"#,
+            "not json",
+        ] {
+            assert_eq!(
+                settle_with("eth_getTransactionByHash", &tx, pending),
+                Settles::Never,
+                "{pending}"
+            );
+        }
+        assert_eq!(
+            settle_with(
+                "trace_transaction",
+                &tx,
+                r#"[{"blockNumber":7},{"blockNumber":7}]"#
+            ),
+            Settles::AtHeight(7)
+        );
+        assert_eq!(settle_with("trace_transaction", &tx, "[]"), Settles::Never);
+        assert_eq!(
+            settle_with(
+                "trace_transaction",
+                &tx,
+                r#"[{"blockNumber":7},{"blockNumber":null}]"#
+            ),
+            Settles::Never
+        );
+        assert_eq!(
+            settle_with("debug_getRawTransaction", &tx, r#""0x02f8""#),
+            Settles::Now
+        );
+        assert_eq!(
+            settle_with("debug_getRawTransaction", &tx, r#""0x""#),
+            Settles::Never
+        );
+        assert_eq!(
+            settle_with("debug_traceTransaction", &tx, "{}"),
+            Settles::Never
+        );
+    }
 
     fn layout(binary: &str, network: Network) -> NodeLayout {
         NodeLayout {

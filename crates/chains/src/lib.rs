@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use chainfleet_spec::{Chain, Client, Family, Finding, Instance, Network, Role};
 use serde::{Deserialize, Serialize};
 
-pub use catalog::{Cacheability, MethodClass, MethodInfo};
+pub use catalog::{Cacheability, MethodClass, MethodInfo, Settles};
 pub use rpc::{Endpoint, RpcClient};
 
 /// Errors from talking to or configuring a node.
@@ -402,6 +402,44 @@ impl Adapter {
     /// Look one method up in the catalog.
     pub fn method(self, name: &str) -> Option<&'static MethodInfo> {
         self.catalog().iter().find(|m| m.name == name)
+    }
+
+    /// When the answer to a call stops changing, by the family's rules.
+    /// `params` is the call's raw JSON params and `result` the node's raw
+    /// JSON result (of a successful answer). `Immutable` methods settle now,
+    /// `ImmutableWhenDeep` ones as the family reads the call and answer, and
+    /// nothing else, nor a `null` result (not found, not there yet), ever does.
+    pub fn settles(self, method: &str, params: Option<&str>, result: &[u8]) -> Settles {
+        let Some(info) = self.method(method) else {
+            return Settles::Never;
+        };
+        if catalog::is_null(result) {
+            return Settles::Never;
+        }
+        match info.cache {
+            Cacheability::Never => Settles::Never,
+            Cacheability::Immutable => Settles::Now,
+            Cacheability::ImmutableWhenDeep(_) => {
+                let params = catalog::parse_params(params);
+                let params = params.as_ref();
+                match self.family() {
+                    Family::Bitcoin => bitcoin::settles(method, params, result),
+                    Family::Evm => evm::settles(method, params, result),
+                    Family::Monero => monero::settles(method, params, result),
+                    Family::Cometbft => cometbft::settles(method, params, result),
+                    Family::Solana => solana::settles(method, params, result),
+                }
+            }
+        }
+    }
+
+    /// The content type of the answer to a REST-style path (a catalog name
+    /// starting with `/`).
+    pub fn rest_content_type(self, path: &str) -> &'static str {
+        match self.family() {
+            Family::Monero => monero::rest_content_type(path),
+            _ => "application/json",
+        }
     }
 
     /// URL path of the node's JSON-RPC endpoint (`/` or monerod's `/json_rpc`).

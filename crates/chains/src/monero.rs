@@ -3,7 +3,7 @@
 use chainfleet_spec::Network;
 use serde_json::{json, Value};
 
-use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo};
+use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo, Settles};
 use crate::rpc::field;
 use crate::{ChainError, Endpoint, LaunchSpec, NodeLayout, ProbeStatus, ProducedBlock, RpcClient};
 
@@ -196,13 +196,20 @@ const DEEP: Cacheability = ImmutableWhenDeep(10);
 
 /// monerod's RPC: JSON-RPC methods at `/json_rpc`, and the REST-style paths
 /// (`/get_height`, `/send_raw_transaction`, …) named with their leading slash.
+///
+/// Only two answers settle ([`settles`]): `on_get_block_hash` of an explicit
+/// height and `get_coinbase_tx_sum` of an explicit range, once its last block
+/// is ten deep. Block headers (`get_block*`) carry a `depth` that grows with
+/// every block, `/get_transactions` carries `confirmations` and `/get_outs`
+/// an `unlocked` flag, so none of those is cached; nor are the `.bin`
+/// answers, which name no height the gateway could read.
 pub(crate) const CATALOG: &[MethodInfo] = &[
     // JSON-RPC: reads.
-    method("get_block", Read, DEEP),
+    method("get_block", Read, Never),
     method("get_block_count", Read, Never),
-    method("get_block_header_by_hash", Read, DEEP),
-    method("get_block_header_by_height", Read, DEEP),
-    method("get_block_headers_range", Read, DEEP),
+    method("get_block_header_by_hash", Read, Never),
+    method("get_block_header_by_height", Read, Never),
+    method("get_block_headers_range", Read, Never),
     method("get_block_template", Mining, Never),
     method("get_coinbase_tx_sum", Read, DEEP),
     method("get_fee_estimate", Read, Never),
@@ -239,22 +246,22 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     // REST-style paths.
     method("/get_alt_blocks_hashes", Read, Never),
     method("/get_blocks.bin", Read, Never),
-    method("/get_blocks_by_height.bin", Read, DEEP),
+    method("/get_blocks_by_height.bin", Read, Never),
     method("/get_hashes.bin", Read, Never),
     method("/get_height", Read, Never),
     method("/get_info", Read, Never),
     method("/get_limit", Network, Never),
     method("/get_net_stats", Network, Never),
-    method("/get_o_indexes.bin", Read, DEEP),
-    method("/get_outs", Read, DEEP),
-    method("/get_outs.bin", Read, DEEP),
+    method("/get_o_indexes.bin", Read, Never),
+    method("/get_outs", Read, Never),
+    method("/get_outs.bin", Read, Never),
     method("/get_peer_list", Network, Never),
     method("/get_public_nodes", Network, Never),
     method("/get_transaction_pool", Read, Never),
     method("/get_transaction_pool_hashes", Read, Never),
     method("/get_transaction_pool_hashes.bin", Read, Never),
     method("/get_transaction_pool_stats", Read, Never),
-    method("/get_transactions", Read, DEEP),
+    method("/get_transactions", Read, Never),
     method("/is_key_image_spent", Read, Never),
     method("/get_version", Read, Never),
     method("/in_peers", Network, Never),
@@ -274,6 +281,46 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("/send_raw_transaction", Write, Never),
     method("/sendrawtransaction", Write, Never),
 ];
+
+/// When the answer to a `DEEP` method settles (see [`CATALOG`]).
+pub(crate) fn settles(method: &str, params: Option<&Value>, _result: &[u8]) -> Settles {
+    let Some(params) = params else {
+        return Settles::Never;
+    };
+    let explicit = |value: Option<&Value>| value.and_then(Value::as_u64);
+    match method {
+        "on_get_block_hash" => match params.as_array().map(Vec::as_slice) {
+            Some([height]) => explicit(Some(height)).map_or(Settles::Never, Settles::AtHeight),
+            _ => Settles::Never,
+        },
+        // Blocks height .. height + count - 1; a range past the head is cut
+        // short now and would grow, so it settles only at its last block.
+        "get_coinbase_tx_sum" => match (
+            explicit(params.get("height")),
+            explicit(params.get("count")),
+        ) {
+            (Some(height), Some(count)) => height
+                .checked_add(count.saturating_sub(1))
+                .map_or(Settles::Never, Settles::AtHeight),
+            _ => Settles::Never,
+        },
+        _ => Settles::Never,
+    }
+}
+
+/// Methods [`settles`] has a rule for (kept equal to the `DEEP` entries by a test).
+#[cfg(test)]
+pub(crate) const SETTLING: &[&str] = &["on_get_block_hash", "get_coinbase_tx_sum"];
+
+/// The content type of a REST path's answer: `.bin` paths speak monero's
+/// binary (epee) format, the others JSON.
+pub(crate) fn rest_content_type(path: &str) -> &'static str {
+    if path.ends_with(".bin") {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    }
+}
 
 /// The hash of the block at `height` on the node's main chain.
 pub(crate) async fn block_hash_at(
@@ -299,6 +346,72 @@ mod tests {
     use chainfleet_spec::{Chain, Client, Role};
 
     use super::*;
+
+    fn settle(method: &str, params: &str) -> Settles {
+        crate::Adapter::for_chain(Chain::Monero).settles(method, Some(params), br#""x""#)
+    }
+
+    #[test]
+    fn block_hashes_by_height_and_coinbase_sums_settle_at_their_last_block() {
+        assert_eq!(settle("on_get_block_hash", "[5]"), Settles::AtHeight(5));
+        for bad in [
+            "[]",
+            "[5,6]",
+            r#"["5"]"#,
+            "[-1]",
+            "[5.5]",
+            r#"{"height":5}"#,
+            "5",
+            "nope",
+        ] {
+            assert_eq!(settle("on_get_block_hash", bad), Settles::Never, "{bad}");
+        }
+        assert_eq!(
+            settle("get_coinbase_tx_sum", r#"{"height":1,"count":2}"#),
+            Settles::AtHeight(2)
+        );
+        assert_eq!(
+            settle("get_coinbase_tx_sum", r#"{"height":4,"count":0}"#),
+            Settles::AtHeight(4)
+        );
+        for bad in [
+            r#"{"height":18446744073709551615,"count":3}"#,
+            r#"{"height":1}"#,
+            r#"{"height":"1","count":2}"#,
+            r#"{"height":1,"count":-2}"#,
+            "[1,2]",
+        ] {
+            assert_eq!(settle("get_coinbase_tx_sum", bad), Settles::Never, "{bad}");
+        }
+    }
+
+    #[test]
+    fn answers_with_a_growing_depth_never_settle() {
+        assert_eq!(
+            settle("get_block_header_by_height", r#"{"height":1}"#),
+            Settles::Never
+        );
+        assert_eq!(settle("get_block", r#"{"height":1}"#), Settles::Never);
+        assert_eq!(
+            settle("/get_transactions", r#"{"txs_hashes":[]}"#),
+            Settles::Never
+        );
+        assert_eq!(settle("calc_pow", "{}"), Settles::Now);
+    }
+
+    #[test]
+    fn bin_paths_answer_binary_and_the_others_json() {
+        let adapter = crate::Adapter::for_chain(Chain::Monero);
+        assert_eq!(
+            adapter.rest_content_type("/get_hashes.bin"),
+            "application/octet-stream"
+        );
+        assert_eq!(adapter.rest_content_type("/get_height"), "application/json");
+        assert_eq!(
+            crate::Adapter::for_chain(Chain::Ethereum).rest_content_type("/x.bin"),
+            "application/json"
+        );
+    }
 
     fn layout(network: Network, peers: Vec<u16>) -> NodeLayout {
         NodeLayout {

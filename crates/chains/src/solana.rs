@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo};
+use crate::catalog::{method, Cacheability, Cacheability::*, MethodClass::*, MethodInfo, Settles};
 use crate::rpc::field;
 use crate::{ChainError, Endpoint, ProbeStatus, RpcClient};
 
@@ -148,7 +148,8 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("getIdentity", Read, Never),
     method("getInflationGovernor", Read, Never),
     method("getInflationRate", Read, Never),
-    method("getInflationReward", Read, DEEP),
+    // Without an epoch it is the last epoch's, which moves; rewards name no slot.
+    method("getInflationReward", Read, Never),
     method("getLargestAccounts", Read, Never),
     method("getLatestBlockhash", Read, Never),
     method("getLeaderSchedule", Read, Never),
@@ -214,9 +215,123 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
     method("voteUnsubscribe", Read, Never),
 ];
 
+/// When the answer to a `DEEP` method settles (see [`CATALOG`]): at an
+/// explicit slot in the params (`getBlock`, `getBlockTime`, the `end` of
+/// `getBlocks`), at the last slot of a full `getBlocksWithLimit` answer, or
+/// at the `slot` of a `getTransaction` answer. Slots are compared with the
+/// node's slot, which is what the probe reports as its height.
+pub(crate) fn settles(method: &str, params: Option<&Value>, result: &[u8]) -> Settles {
+    // Solana params are positional.
+    let arg = |index: usize| params.and_then(Value::as_array).and_then(|l| l.get(index));
+    let slot = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_u64)
+            .map_or(Settles::Never, Settles::AtHeight)
+    };
+    match method {
+        "getBlock" | "getBlockTime" => slot(arg(0)),
+        // Without an end slot the list runs to the latest block.
+        "getBlocks" => slot(arg(1)),
+        // `limit` counts blocks, not slots: skipped slots push the last one
+        // further, and a short answer ran into the head and would grow.
+        "getBlocksWithLimit" => match (
+            arg(1).and_then(Value::as_u64),
+            serde_json::from_slice::<Vec<u64>>(result),
+        ) {
+            (Some(limit), Ok(slots)) if limit > 0 && slots.len() as u64 == limit => slots
+                .iter()
+                .max()
+                .map_or(Settles::Never, |&s| Settles::AtHeight(s)),
+            _ => Settles::Never,
+        },
+        "getTransaction" => match serde_json::from_slice::<InSlot>(result) {
+            Ok(InSlot { slot: Some(at) }) => Settles::AtHeight(at),
+            _ => Settles::Never,
+        },
+        _ => Settles::Never,
+    }
+}
+
+/// The slot a transaction answer belongs to.
+#[derive(serde::Deserialize)]
+struct InSlot {
+    slot: Option<u64>,
+}
+
+/// Methods [`settles`] has a rule for (kept equal to the `DEEP` entries by a test).
+#[cfg(test)]
+pub(crate) const SETTLING: &[&str] = &[
+    "getBlock",
+    "getBlockTime",
+    "getBlocks",
+    "getBlocksWithLimit",
+    "getTransaction",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settle_with(method: &str, params: &str, result: &str) -> Settles {
+        crate::Adapter::for_chain(chainfleet_spec::Chain::Solana).settles(
+            method,
+            Some(params),
+            result.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn slots_settle_when_explicit_and_open_ranges_never() {
+        let settle = |method: &str, params: &str| settle_with(method, params, "{}");
+        assert_eq!(settle("getBlock", "[100]"), Settles::AtHeight(100));
+        assert_eq!(
+            settle("getBlock", r#"[100,{"commitment":"finalized"}]"#),
+            Settles::AtHeight(100)
+        );
+        assert_eq!(settle("getBlockTime", "[7]"), Settles::AtHeight(7));
+        for bad in ["[]", r#"["100"]"#, "[-1]", "[1.5]", r#"{"slot":100}"#, "x"] {
+            assert_eq!(settle("getBlock", bad), Settles::Never, "{bad}");
+        }
+        assert_eq!(settle("getBlocks", "[5,10]"), Settles::AtHeight(10));
+        assert_eq!(settle("getBlocks", "[5]"), Settles::Never);
+        assert_eq!(
+            settle("getBlocks", r#"[5,{"commitment":"finalized"}]"#),
+            Settles::Never
+        );
+        assert_eq!(settle("getSlot", "[]"), Settles::Never);
+    }
+
+    #[test]
+    fn a_full_limited_list_settles_at_its_last_slot_and_a_short_one_never() {
+        assert_eq!(
+            settle_with("getBlocksWithLimit", "[5,3]", "[5,7,9]"),
+            Settles::AtHeight(9)
+        );
+        assert_eq!(
+            settle_with("getBlocksWithLimit", "[5,3]", "[5,7]"),
+            Settles::Never
+        );
+        assert_eq!(
+            settle_with("getBlocksWithLimit", "[5,0]", "[]"),
+            Settles::Never
+        );
+        assert_eq!(
+            settle_with("getBlocksWithLimit", "[5,3]", r#"{"a":1}"#),
+            Settles::Never
+        );
+        assert_eq!(
+            settle_with("getTransaction", r#"["sig"]"#, r#"{"slot":42,"meta":{}}"#),
+            Settles::AtHeight(42)
+        );
+        assert_eq!(
+            settle_with("getTransaction", r#"["sig"]"#, "null"),
+            Settles::Never
+        );
+        assert_eq!(
+            settle_with("getTransaction", r#"["sig"]"#, r#"{"slot":"42"}"#),
+            Settles::Never
+        );
+    }
 
     fn latest() -> Value {
         json!({"context": {"apiVersion": "2.1.11", "slot": 320148671},
