@@ -238,6 +238,17 @@ impl Gateway {
         routes::reload_keys(&self.inner, &store)
     }
 
+    /// The best height the gateway measures an instance's answers against
+    /// before caching them (highest head among its eligible replicas).
+    pub fn best_height(&self, instance: &str) -> Option<u64> {
+        self.inner
+            .routes
+            .read()
+            .instances
+            .get(instance)
+            .and_then(|route| route.best_height)
+    }
+
     /// Instance names the gateway currently routes.
     pub fn instances(&self) -> Vec<String> {
         let mut names: Vec<String> = self.inner.routes.read().instances.keys().cloned().collect();

@@ -56,7 +56,8 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     /// Calls answered from the cache.
     pub cache_hits: Family<InstanceLabels, Counter>,
-    /// Cacheable calls not in the cache.
+    /// Calls of cacheable methods not answered from the cache (including
+    /// ones whose answer is not deep enough yet, or never settles, e.g. `latest`).
     pub cache_misses: Family<InstanceLabels, Counter>,
     /// Calls merged into an identical call in flight.
     pub coalesced: Family<InstanceLabels, Counter>,
@@ -98,7 +99,7 @@ impl Default for Metrics {
         );
         registry.register(
             "cache_misses",
-            "Cacheable calls that were not in the cache",
+            "Calls of cacheable methods that were not answered from the cache",
             cache_misses.clone(),
         );
         registry.register(

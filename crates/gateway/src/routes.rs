@@ -89,6 +89,9 @@ pub(crate) struct InstanceRoute {
     pub policy: Policy,
     /// Its replicas.
     pub slots: Vec<Slot>,
+    /// The highest head among its eligible replicas in the last snapshot:
+    /// what "deep enough" is measured against before an answer is cached.
+    pub best_height: Option<u64>,
     /// Its latency histogram.
     pub latency: Histogram,
 }
@@ -172,6 +175,7 @@ pub(crate) fn rebuild(inner: &Inner, snapshot: &UpstreamSnapshot, access: &Acces
         let adapter = Adapter::for_chain(first.chain);
         let instance_access = access.get(*name).cloned().unwrap_or_default();
         let mut slots = Vec::new();
+        let mut best_height: Option<u64> = None;
         for upstream in upstreams {
             let base = upstream.endpoint.url.trim_end_matches('/').to_string();
             let Ok(rpc_uri) = format!("{base}{}", adapter.rpc_path()).parse::<Uri>() else {
@@ -181,6 +185,11 @@ pub(crate) fn rebuild(inner: &Inner, snapshot: &UpstreamSnapshot, access: &Acces
             let status = &upstream.status;
             let eligible =
                 status.state == "healthy" && status.lag.unwrap_or(0) <= instance_access.max_lag;
+            // Only replicas the gateway would route to count: a node that is
+            // down or far off may report a head nobody else has.
+            if eligible {
+                best_height = best_height.max(status.height);
+            }
             let state = node_states
                 .entry(status.name.clone())
                 .or_insert_with(|| Arc::new(NodeState::default()))
@@ -205,6 +214,7 @@ pub(crate) fn rebuild(inner: &Inner, snapshot: &UpstreamSnapshot, access: &Acces
             policy: Policy::new(&instance_access.allow, &instance_access.deny),
             access: instance_access,
             slots,
+            best_height,
             latency: inner
                 .metrics
                 .latency

@@ -459,8 +459,29 @@ fn method_label(info: Option<&&'static MethodInfo>) -> &'static str {
     info.map(|m| m.name).unwrap_or("other")
 }
 
+/// Whether the cache may hold an answer to this method (so is worth a look-up).
 fn cacheable(info: Option<&&'static MethodInfo>) -> bool {
-    info.is_some_and(|m| m.class == MethodClass::Read && m.cache == Cacheability::Immutable)
+    info.is_some_and(|m| m.class == MethodClass::Read && m.cache != Cacheability::Never)
+}
+
+/// Whether a successful `result` can no longer change, so may be cached: the
+/// adapter reads which block it belongs to, and that block must be as deep
+/// as the catalog asks below the instance's best height.
+fn settled(
+    route: &InstanceRoute,
+    info: Option<&&'static MethodInfo>,
+    call: &Call,
+    result: &[u8],
+) -> bool {
+    let depth = match info.map(|m| (m.class, m.cache)) {
+        Some((MethodClass::Read, Cacheability::Immutable)) => 0,
+        Some((MethodClass::Read, Cacheability::ImmutableWhenDeep(depth))) => depth,
+        _ => return false,
+    };
+    route
+        .adapter
+        .settles(&call.method, call.params.as_deref(), result)
+        .is_final(route.best_height, depth)
 }
 
 fn cache_key(route: &InstanceRoute, call: &Call) -> String {
@@ -546,8 +567,10 @@ async fn serve_calls(
                     let info = route.methods.get(call.method.as_str());
                     let outcome = if answer.is_error() { "error" } else { "ok" };
                     metrics.call(&route.name, method_label(info), key_id, outcome);
-                    if let (Answer::Result(result), true) = (&answer, cacheable(info)) {
-                        inner.cache.put(&cache_key(route, call), result.clone());
+                    if let Answer::Result(result) = &answer {
+                        if settled(route, info, call, result) {
+                            inner.cache.put(&cache_key(route, call), result.clone());
+                        }
                     }
                     answers[index] = Some(answer);
                 }

@@ -61,6 +61,12 @@ pub fn upstream(instance: &str, replica: u32, chain: Chain, daemon: &Daemon) -> 
     }
 }
 
+/// `upstream` reporting its head at `height`.
+pub fn at_height(mut upstream: Upstream, height: u64) -> Upstream {
+    upstream.status.height = Some(height);
+    upstream
+}
+
 pub fn snapshot(upstreams: Vec<Upstream>) -> Arc<UpstreamSnapshot> {
     Arc::new(UpstreamSnapshot {
         generated_ms: 1,
@@ -108,6 +114,22 @@ impl TestGateway {
                 .build()
                 .expect("client"),
             shutdown,
+        }
+    }
+
+    /// Publish a snapshot and wait until the gateway routes `instance` at best height `best`.
+    pub async fn publish(&self, upstreams: Vec<Upstream>, instance: &str, best: u64) {
+        self.upstreams
+            .send(snapshot(upstreams))
+            .expect("the gateway follows the snapshot");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.gateway.best_height(instance) != Some(best) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway did not take best height {best} for `{instance}` (has {:?})",
+                self.gateway.best_height(instance)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

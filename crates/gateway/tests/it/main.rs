@@ -1,6 +1,7 @@
 //! Gateway tests with real litecoind and anvil nodes behind it.
 
 mod bad_input;
+mod cache;
 mod controller;
 mod evm;
 mod harness;
