@@ -1,7 +1,7 @@
 //! What the gateway routes to: instances, their replicas and policies, and
 //! the live keys. Rebuilt from each upstream snapshot, manifest and key change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -108,6 +108,9 @@ impl InstanceRoute {
 pub(crate) struct Routes {
     /// By instance name.
     pub instances: HashMap<String, Arc<InstanceRoute>>,
+    /// Instances of the manifest that have no nodes in the snapshot yet
+    /// (just applied): answered 503, not "unknown instance".
+    pub waiting: HashSet<String>,
 }
 
 /// A key as the gateway checks it.
@@ -233,9 +236,14 @@ pub(crate) fn rebuild(inner: &Inner, snapshot: &UpstreamSnapshot, access: &Acces
     node_states.retain(|name, _| live.contains(name.as_str()));
     drop(node_states);
     for (name, route) in &instances {
-        tracing::debug!(instance = %name, replicas = route.slots.len(), healthy = route.healthy(), "route updated");
+        tracing::debug!(instance = %name, replicas = route.slots.len(), healthy = route.healthy(), best_height = ?route.best_height, "route updated");
     }
-    *inner.routes.write() = Arc::new(Routes { instances });
+    let waiting = access
+        .keys()
+        .filter(|name| !instances.contains_key(*name))
+        .cloned()
+        .collect();
+    *inner.routes.write() = Arc::new(Routes { instances, waiting });
 }
 
 /// Reload the active keys from the database; returns how many there are.

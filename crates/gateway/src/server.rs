@@ -170,9 +170,26 @@ async fn handle(inner: Arc<Inner>, request: Request<Incoming>, ip: IpAddr) -> Re
     } else {
         (None, tail.to_string())
     };
-    let route = inner.routes.read().instances.get(instance).cloned();
+    let (route, waiting) = {
+        let routes = inner.routes.read();
+        (
+            routes.instances.get(instance).cloned(),
+            routes.waiting.contains(instance),
+        )
+    };
     let Some(route) = route else {
         let shown: String = instance.chars().take(60).collect();
+        if waiting {
+            inner.metrics.call(&shown, "-", "-", "unavailable");
+            return Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNAVAILABLE,
+                "unavailable",
+                format!("instance `{shown}` has no replicas yet (just applied, or its nodes are still being created); retry shortly"),
+            )
+            .retry_after(2)
+            .response();
+        }
         inner.metrics.call("-", "-", "-", "unknown_instance");
         return Failure::new(
             StatusCode::NOT_FOUND,

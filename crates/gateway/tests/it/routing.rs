@@ -51,6 +51,42 @@ async fn nothing_healthy_is_a_503_json_rpc_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_nodes_yet_is_a_503_not_an_unknown_instance() {
+    let mut sections = access("ltc", Access::default());
+    sections.insert("fresh".into(), Access::default());
+    let gw = TestGateway::start(vec![dead("ltc", 0, "healthy", 0)], sections).await;
+    let key = gw.read_key("fresh");
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"getblockcount"}"#;
+    let (status, headers, text) = gw.post_raw("/rpc/fresh", Some(&key), body).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    let answer: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(answer["error"]["code"], -32010, "{answer}");
+    assert!(text.contains("`fresh` has no replicas yet"), "{text}");
+
+    // A name in no manifest is still unknown.
+    let (status, _, text) = gw.post_raw("/rpc/nope", Some(&key), body).await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("no instance is named `nope`"), "{text}");
+
+    // Once its nodes appear it is routed like any other.
+    gw.upstreams
+        .send(snapshot(vec![
+            dead("ltc", 0, "healthy", 0),
+            dead("fresh", 0, "starting", 0),
+        ]))
+        .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !gw.gateway.instances().contains(&"fresh".to_string()) {
+        assert!(Instant::now() < deadline, "`fresh` was never routed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _, text) = gw.post_raw("/rpc/fresh", Some(&key), body).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("no healthy replica of `fresh`"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_replicas_get_nothing_and_reads_are_retried_on_another_replica() {
     let node = chainfleet_testkit::litecoind().await;
     // A lagging replica (never used) and a "healthy" one that is really down.
