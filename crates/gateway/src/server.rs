@@ -1039,14 +1039,10 @@ async fn serve_rest(
             metrics.call(&route.name, info.name, key_id, "ok");
             let mut response = Response::new(Full::new(body));
             *response.status_mut() = status;
-            let content_type = if name.ends_with(".bin") {
-                "application/octet-stream"
-            } else {
-                "application/json"
-            };
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(route.adapter.rest_content_type(&name)),
+            );
             response
         }
         Err(failure) => {

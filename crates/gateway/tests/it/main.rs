@@ -1,4 +1,4 @@
-//! Gateway tests with real litecoind and anvil nodes behind it.
+//! Gateway tests with real litecoind, anvil and monerod nodes behind it.
 
 mod bad_input;
 mod cache;
@@ -6,4 +6,5 @@ mod controller;
 mod evm;
 mod harness;
 mod litecoin;
+mod monero;
 mod routing;
