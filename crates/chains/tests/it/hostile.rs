@@ -1,5 +1,6 @@
 //! Every probe and produce turns hostile answers into errors, never panics:
 //! a local server answers with garbage and the real adapter code parses it.
+//! `settles` reads hostile calls and answers as never settling at a height.
 
 use std::time::Duration;
 
@@ -198,5 +199,52 @@ async fn a_closed_port_is_unreachable() {
             err.to_string().contains(&ep.url),
             "the error names the node: {err}"
         );
+    }
+}
+
+/// Hostile params and results for every method of every catalog: `settles`
+/// answers `Never` for garbage and never panics, whatever the shape.
+#[test]
+fn hostile_calls_and_answers_never_settle_at_a_height_or_panic() {
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    let params = [
+        None,
+        Some(""),
+        Some("not json"),
+        Some("[-1]"),
+        Some("[1e400]"),
+        Some("[18446744073709551616]"),
+        Some(r#"["0xffffffffffffffffff"]"#),
+        Some(r#"["0x-1"]"#),
+        Some(r#"{"height":-1,"count":18446744073709551615}"#),
+        Some(r#"{"height":"99999999999999999999999"}"#),
+        Some(deep.as_str()),
+        Some("\u{0}"),
+    ];
+    let results: [&[u8]; 8] = [
+        b"",
+        b"null",
+        b"not json",
+        b"[",
+        b"\xff\xfe",
+        br#"{"blockNumber":"0xffffffffffffffffff","slot":-1,"height":"-1"}"#,
+        br#"[{"blockNumber":-7}]"#,
+        deep.as_bytes(),
+    ];
+    for chain in CHAINS {
+        let adapter = Adapter::for_chain(chain);
+        for info in adapter.catalog() {
+            for param in params {
+                for result in results {
+                    let settles = adapter.settles(info.name, param, result);
+                    assert!(
+                        !matches!(settles, chainfleet_chains::Settles::AtHeight(_)),
+                        "{chain} {} {param:?} {:?}: {settles:?}",
+                        info.name,
+                        String::from_utf8_lossy(result)
+                    );
+                }
+            }
+        }
     }
 }
