@@ -6,3 +6,4 @@ mod evm;
 mod harness;
 mod litecoin;
 mod routing;
+mod ws;
