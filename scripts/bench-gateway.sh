@@ -9,7 +9,10 @@
 #   (b) nginx proxy_pass to the upstream (keep-alive to it),
 #   (c) the Chainfleet gateway with auth (Bearer key, SHA-256 lookup), policy,
 #       per-key limits and metrics on, forwarding eth_blockNumber,
-#   (d) the gateway answering an immutable call (eth_chainId) from its cache.
+#   (d) the gateway answering an immutable call (eth_chainId) from its cache,
+#   (g) hyper answering a fixed body with no gateway logic (the ceiling).
+# Then a real node, where the cache earns its keep: anvil answering
+# eth_getBlockByHash(genesis) (e) directly and (f) through the gateway's cache.
 # Then the gateway's RSS with 1,000 idle keep-alive connections.
 # Installs nginx and wrk from Debian when missing.
 set -euo pipefail
@@ -29,7 +32,7 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 echo "building the benchmark harness (release)..." >&2
 cargo build --release -q -p chainfleet-gateway --example bench_gateway
-HARNESS=target/release/examples/bench_gateway
+HARNESS="${CARGO_TARGET_DIR:-target}/release/examples/bench_gateway"
 
 WORK="$(mktemp -d)"
 PIDS=()
@@ -41,7 +44,11 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-UP=$(free_port); PROXY=$(free_port); GW=$(free_port)
+UP=$(free_port); PROXY=$(free_port); GW=$(free_port); ANVIL=$(free_port); CEIL=$(free_port)
+ANVIL_BIN="$(command -v anvil || echo .tools/bin/anvil)"
+[ -x "$ANVIL_BIN" ] || { echo "anvil is missing; run scripts/install.sh" >&2; exit 1; }
+"$ANVIL_BIN" --host 127.0.0.1 --port "$ANVIL" --silent > "$WORK/anvil.log" 2>&1 &
+PIDS+=("$!")
 
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes auto;
@@ -68,26 +75,27 @@ CONF
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/error.log"
 
 mkdir -p "$WORK/state"
-"$HARNESS" "127.0.0.1:$GW" "$UP" "$WORK/state" > "$WORK/key" 2> "$WORK/gateway.log" &
+"$HARNESS" "127.0.0.1:$GW" "$UP" "$WORK/state" "$ANVIL" > "$WORK/key" 2> "$WORK/gateway.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
-for _ in $(seq 1 100); do [ -s "$WORK/key" ] && break; sleep 0.1; done
-KEY="$(head -1 "$WORK/key")"
+for _ in $(seq 1 100); do [ "$(wc -l < "$WORK/key")" -ge 2 ] && break; sleep 0.1; done
+KEY="$(sed -n 1p "$WORK/key")"; ANVIL_KEY="$(sed -n 2p "$WORK/key")"
 [ -n "$KEY" ] || { echo "the gateway harness did not start:"; cat "$WORK/gateway.log"; exit 1; }
 
-script() { # METHOD -> lua file
-  cat > "$WORK/$1.lua" <<LUA
+script() { # METHOD [PARAMS_JSON [KEY]] -> lua file
+  local file="$WORK/$1-$RANDOM.lua"
+  cat > "$file" <<LUA
 wrk.method = "POST"
-wrk.body = '{"jsonrpc":"2.0","id":1,"method":"$1","params":[]}'
+wrk.body = '{"jsonrpc":"2.0","id":1,"method":"$1","params":${2:-[]}}'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
+wrk.headers["Authorization"] = "Bearer ${3:-$KEY}"
 LUA
-  echo "$WORK/$1.lua"
+  echo "$file"
 }
 
 # Prints "RPS P99_MS NON2XX".
-run() { # URL METHOD
+run() { # URL METHOD [PARAMS_JSON [KEY]]
   local out
-  out="$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$(script "$2")" "$1")"
+  out="$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$(script "$2" "${3:-[]}" "${4:-$KEY}")" "$1")"
   echo "$out" > "$WORK/last.txt"
   local rps p99 non2xx
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
@@ -105,6 +113,24 @@ read -r A_RPS A_P99 A_BAD < <(run "http://127.0.0.1:$UP/" eth_blockNumber)
 read -r B_RPS B_P99 B_BAD < <(run "http://127.0.0.1:$PROXY/" eth_blockNumber)
 read -r C_RPS C_P99 C_BAD < <(run "http://127.0.0.1:$GW/rpc/bench" eth_blockNumber)
 read -r D_RPS D_P99 D_BAD < <(run "http://127.0.0.1:$GW/rpc/bench" eth_chainId)
+
+# The real node: a block by hash, which can never change.
+for _ in $(seq 1 50); do
+  GENESIS="$(curl -s -H 'content-type: application/json' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":["0x0",false]}' \
+    "http://127.0.0.1:$ANVIL/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["hash"])' 2>/dev/null)" && break
+  sleep 0.2
+done
+[ -n "${GENESIS:-}" ] || { echo "anvil did not start:"; cat "$WORK/anvil.log"; exit 1; }
+BY_HASH="[\"$GENESIS\",false]"
+wrk -t2 -c"$CONNS" -d2s -s "$(script eth_getBlockByHash "$BY_HASH" "$ANVIL_KEY")" "http://127.0.0.1:$GW/rpc/anvil" >/dev/null
+read -r E_RPS E_P99 E_BAD < <(run "http://127.0.0.1:$ANVIL/" eth_getBlockByHash "$BY_HASH")
+# The ceiling: hyper answering a fixed body with no gateway logic at all.
+"$HARNESS" ceiling "127.0.0.1:$CEIL" > "$WORK/ceiling" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 50); do [ -s "$WORK/ceiling" ] && break; sleep 0.1; done
+read -r G_RPS G_P99 G_BAD < <(run "http://127.0.0.1:$CEIL/" eth_chainId)
+read -r F_RPS F_P99 F_BAD < <(run "http://127.0.0.1:$GW/rpc/anvil" eth_getBlockByHash "$BY_HASH" "$ANVIL_KEY")
 
 # Check that (c) really forwarded and (d) really came from the cache.
 METRICS="$(curl -s "http://127.0.0.1:$GW/metrics")"
@@ -144,10 +170,15 @@ printf "%-44s %12s %10s %8s\n" "(a) nginx fixed answer, direct" "$A_RPS" "$A_P99
 printf "%-44s %12s %10s %8s\n" "(b) nginx proxy_pass" "$B_RPS" "$B_P99" "$B_BAD"
 printf "%-44s %12s %10s %8s\n" "(c) chainfleet gateway (auth+policy+limits)" "$C_RPS" "$C_P99" "$C_BAD"
 printf "%-44s %12s %10s %8s\n" "(d) chainfleet gateway, cached answer" "$D_RPS" "$D_P99" "$D_BAD"
+printf "%-44s %12s %10s %8s\n" "(e) anvil eth_getBlockByHash, direct" "$E_RPS" "$E_P99" "$E_BAD"
+printf "%-44s %12s %10s %8s\n" "(f) gateway, same call cached from anvil" "$F_RPS" "$F_P99" "$F_BAD"
+printf "%-44s %12s %10s %8s\n" "(g) hyper fixed answer, no gateway logic" "$G_RPS" "$G_P99" "$G_BAD"
 echo
 echo "throughput  gateway/nginx-proxy = $(ratio "$C_RPS" "$B_RPS")   (target >= 1)"
 echo "throughput  gateway/direct      = $(ratio "$C_RPS" "$A_RPS");  nginx-proxy/direct = $(ratio "$B_RPS" "$A_RPS")"
-echo "throughput  cached/direct       = $(ratio "$D_RPS" "$A_RPS")   (target >= 3)"
+echo "throughput  cached/direct       = $(ratio "$D_RPS" "$A_RPS")   (target >= 3; nginx's fixed answer is this machine's ceiling)"
+echo "throughput  cached/anvil direct = $(ratio "$F_RPS" "$E_RPS")   (target >= 3, against a real node)"
+echo "throughput  cached/hyper ceiling = $(ratio "$D_RPS" "$G_RPS")   (what the gateway's own work costs a cached answer)"
 echo "added p99   gateway = $(added "$C_P99" "$A_P99") ms, nginx proxy = $(added "$B_P99" "$A_P99") ms   (target: gateway <= nginx)"
 echo "gateway RSS idle = ${RSS_BEFORE} MB; with 1,000 idle connections = ${RSS_IDLE} MB   (target < 64 MB)"
 echo "check: forwarded eth_blockNumber calls = ${FORWARDED:-0}, cache hits = ${CACHED}"

@@ -40,6 +40,15 @@ pub(crate) fn flavor(binary: &str) -> Flavor {
     }
 }
 
+/// EVM subscriptions (`eth_subscribe`), served over WebSocket on the HTTP RPC
+/// port: anvil always does; geth and reth are told to below, erigon with `--ws`.
+pub(crate) const WEBSOCKET: crate::WebSocketRpc = crate::WebSocketRpc {
+    path: "/",
+    subscribe: "eth_subscribe",
+    unsubscribe: "eth_unsubscribe",
+    notification: "eth_subscription",
+};
+
 /// Render the command line of a node. EVM clients get no config file:
 /// manifest `config` entries become `--KEY=VALUE` flags that replace ours.
 pub(crate) fn launch(layout: &NodeLayout, default_binary: &str) -> LaunchSpec {
@@ -74,6 +83,13 @@ pub(crate) fn launch(layout: &NodeLayout, default_binary: &str) -> LaunchSpec {
             flags.push(("http.addr", Some("127.0.0.1".into())));
             flags.push(("http.port", Some(rpc_port)));
             flags.push(("http.api", Some("eth,net,web3,txpool".into())));
+            // WebSocket on the same port as HTTP, so the gateway finds it without another port.
+            flags.push(("ws", None));
+            if client != Flavor::Other {
+                flags.push(("ws.addr", Some("127.0.0.1".into())));
+                flags.push(("ws.port", Some(layout.rpc_port.to_string())));
+                flags.push(("ws.api", Some("eth,net,web3,txpool".into())));
+            }
             flags.push(("port", Some(layout.p2p_port.to_string())));
             // IPC sockets live in the data dir and break on long paths; RPC is HTTP.
             flags.push(("ipcdisable", None));
@@ -857,6 +873,7 @@ mod tests {
             "--http ",
             "--http.addr 127.0.0.1",
             "--http.port 8545",
+            "--ws --ws.addr 127.0.0.1 --ws.port 8545",
             "--port 30303",
             "--dev",
         ] {

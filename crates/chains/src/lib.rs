@@ -20,6 +20,19 @@ use serde::{Deserialize, Serialize};
 pub use catalog::{Cacheability, MethodClass, MethodInfo, Settles};
 pub use rpc::{Endpoint, RpcClient};
 
+/// A family's JSON-RPC over WebSocket: where it is served and how subscriptions work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketRpc {
+    /// URL path of the WebSocket endpoint on the node's RPC port.
+    pub path: &'static str,
+    /// The method that opens a subscription; its result is the subscription id.
+    pub subscribe: &'static str,
+    /// The method that closes one; its first param is the subscription id.
+    pub unsubscribe: &'static str,
+    /// The method of the notifications the node pushes; `params.subscription` names the subscription.
+    pub notification: &'static str,
+}
+
 /// Errors from talking to or configuring a node.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -454,6 +467,14 @@ impl Adapter {
     /// Whether the node answers a JSON-RPC batch (a list of calls) in one request.
     pub fn supports_batch(self) -> bool {
         !matches!(self.family(), Family::Monero)
+    }
+
+    /// How the node serves subscriptions over WebSocket, when its family does.
+    pub fn websocket(self) -> Option<&'static WebSocketRpc> {
+        match self.family() {
+            Family::Evm => Some(&evm::WEBSOCKET),
+            _ => None,
+        }
     }
 
     /// Adapter-specific manifest problems of one instance at path `at`.

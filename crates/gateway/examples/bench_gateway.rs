@@ -1,8 +1,13 @@
 //! Benchmark harness: a gateway in front of one fixed upstream (e.g. nginx
 //! returning a constant JSON-RPC body), with auth, policy, limits and metrics on.
 //!
-//! Usage: `bench_gateway LISTEN UPSTREAM_PORT STATE_DIR` — prints one API key on
-//! stdout, then serves until killed. Used by `scripts/bench-gateway.sh`.
+//! Usage: `bench_gateway LISTEN UPSTREAM_PORT STATE_DIR [ANVIL_PORT]` — prints one
+//! API key on stdout, then serves until killed. The fixed upstream is instance
+//! `bench`; a real anvil node, when given, is instance `anvil` (same key policy).
+//!
+//! `bench_gateway ceiling LISTEN` serves a fixed JSON-RPC body with hyper and
+//! nothing else: the fastest any Rust gateway could answer on this machine.
+//! Used by `scripts/bench-gateway.sh`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,18 +22,27 @@ use tokio::sync::watch;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, listen, port, state_dir] = args.as_slice() else {
-        return Err("usage: bench_gateway LISTEN UPSTREAM_PORT STATE_DIR".into());
+    if let [_, mode, listen] = args.as_slice() {
+        if mode == "ceiling" {
+            return ceiling(listen);
+        }
+    }
+    let (listen, port, state_dir, anvil_port) = match args.as_slice() {
+        [_, listen, port, state_dir] => (listen, port, state_dir, None),
+        [_, listen, port, state_dir, anvil] => {
+            (listen, port, state_dir, Some(anvil.parse::<u16>()?))
+        }
+        _ => return Err("usage: bench_gateway LISTEN UPSTREAM_PORT STATE_DIR [ANVIL_PORT]".into()),
     };
     let port: u16 = port.parse()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let upstream = Upstream {
+        let node = |instance: &str, port: u16| Upstream {
             status: NodeStatus {
-                name: "bench-0".into(),
-                instance: "bench".into(),
+                name: format!("{instance}-0"),
+                instance: instance.into(),
                 state: "healthy".into(),
                 height: Some(1),
                 lag: Some(0),
@@ -38,9 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             chain: Chain::Ethereum,
             endpoint: Endpoint::local(port),
         };
+        let mut nodes = vec![node("bench", port)];
+        nodes.extend(anvil_port.map(|port| node("anvil", port)));
         let (_upstreams_tx, upstreams) = watch::channel(Arc::new(UpstreamSnapshot {
             generated_ms: 1,
-            upstreams: vec![upstream],
+            upstreams: nodes,
         }));
         let access = Access {
             allow: vec!["read".into()],
@@ -50,22 +66,61 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             key_concurrency: 100_000,
             ..Access::default()
         };
-        let (_access_tx, access) =
-            watch::channel(Arc::new(HashMap::from([("bench".to_string(), access)])));
+        let (_access_tx, access) = watch::channel(Arc::new(HashMap::from([
+            ("bench".to_string(), access.clone()),
+            ("anvil".to_string(), access),
+        ])));
         let options = GatewayOptions::new(state_dir);
         let mut store = KeyStore::open(&options.state_dir)?;
-        let created = store.create(
-            NewKey {
-                instance: "bench".into(),
+        let mut keys = Vec::new();
+        for instance in ["bench", "anvil"] {
+            let new = NewKey {
+                instance: instance.into(),
                 ..NewKey::default()
-            },
-            |_| true,
-        )?;
+            };
+            keys.push(store.create(new, |_| true)?.key);
+        }
         let gateway = Gateway::start(options, upstreams, access)?;
         let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
-        println!("{}", created.key);
+        // One line per instance: the `bench` key, then the `anvil` key.
+        println!("{}", keys.join("\n"));
         let (_stop, stop) = watch::channel(false);
         gateway.serve(listener, stop).await;
         Ok::<(), Box<dyn std::error::Error>>(())
+    })
+}
+
+/// Answer every request with a fixed body on the gateway's HTTP/1 settings.
+fn ceiling(listen: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use http_body_util::Full;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    const BODY: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":"0x7a69"}"#;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("ready");
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|_request| async {
+                    let mut response =
+                        hyper::Response::new(Full::new(bytes::Bytes::from_static(BODY)));
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
     })
 }

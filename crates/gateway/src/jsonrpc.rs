@@ -367,22 +367,37 @@ pub fn upstream_body(calls: &[&Call], as_batch: bool) -> Bytes {
         if index > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-        out.extend_from_slice(index.to_string().as_bytes());
-        out.extend_from_slice(b",\"method\":");
-        // A String always serializes.
-        let method = serde_json::to_string(&call.method).unwrap_or_else(|_| "\"\"".into());
-        out.extend_from_slice(method.as_bytes());
-        if let Some(params) = &call.params {
-            out.extend_from_slice(b",\"params\":");
-            out.extend_from_slice(params.as_bytes());
-        }
-        out.push(b'}');
+        write_call(&mut out, Some(index as u64), call);
     }
     if as_batch {
         out.push(b']');
     }
     Bytes::from(out)
+}
+
+/// One call as sent to a node, with the gateway's `id` (none for a notification).
+pub fn call_body(id: Option<u64>, call: &Call) -> Bytes {
+    let mut out = Vec::with_capacity(96);
+    write_call(&mut out, id, call);
+    Bytes::from(out)
+}
+
+fn write_call(out: &mut Vec<u8>, id: Option<u64>, call: &Call) {
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",");
+    if let Some(id) = id {
+        out.extend_from_slice(b"\"id\":");
+        out.extend_from_slice(id.to_string().as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"method\":");
+    // A String always serializes.
+    let method = serde_json::to_string(&call.method).unwrap_or_else(|_| "\"\"".into());
+    out.extend_from_slice(method.as_bytes());
+    if let Some(params) = &call.params {
+        out.extend_from_slice(b",\"params\":");
+        out.extend_from_slice(params.as_bytes());
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod policy;
 mod routes;
 mod server;
+mod ws;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub coalesced: Family<InstanceLabels, Counter>,
     /// Retries of reads on another replica.
     pub retries: Family<InstanceLabels, Counter>,
+    /// WebSocket sessions opened.
+    pub ws_sessions: Family<InstanceLabels, Counter>,
+    /// WebSocket sessions moved to another replica.
+    pub ws_failovers: Family<InstanceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -77,6 +81,8 @@ impl Default for Metrics {
         let cache_misses = Family::<InstanceLabels, Counter>::default();
         let coalesced = Family::<InstanceLabels, Counter>::default();
         let retries = Family::<InstanceLabels, Counter>::default();
+        let ws_sessions = Family::<InstanceLabels, Counter>::default();
+        let ws_failovers = Family::<InstanceLabels, Counter>::default();
         registry.register(
             "calls",
             "JSON-RPC calls by instance, method, key id and outcome",
@@ -112,6 +118,16 @@ impl Default for Metrics {
             "Reads retried on another replica",
             retries.clone(),
         );
+        registry.register(
+            "ws_sessions",
+            "WebSocket sessions opened",
+            ws_sessions.clone(),
+        );
+        registry.register(
+            "ws_failovers",
+            "WebSocket sessions moved to another replica, subscriptions reopened",
+            ws_failovers.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -121,6 +137,8 @@ impl Default for Metrics {
             cache_misses,
             coalesced,
             retries,
+            ws_sessions,
+            ws_failovers,
         }
     }
 }

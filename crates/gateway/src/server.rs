@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chainfleet_chains::{Cacheability, MethodClass, MethodInfo};
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, UPGRADE};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -46,7 +46,12 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(status: StatusCode, code: i64, outcome: &'static str, message: String) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: i64,
+        outcome: &'static str,
+        message: String,
+    ) -> Self {
         Failure {
             status,
             code,
@@ -56,7 +61,7 @@ impl Failure {
         }
     }
 
-    fn retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
     }
@@ -129,6 +134,7 @@ pub(crate) async fn accept_loop(
             });
             if let Err(err) = builder
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(peer = %peer, error = %err, "gateway connection ended");
@@ -225,7 +231,7 @@ fn presented_key(headers: &HeaderMap, path_key: Option<String>) -> Option<String
         .map(|v| v.trim().to_string())
 }
 
-fn now_unix_ms() -> i64 {
+pub(crate) fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -360,24 +366,19 @@ async fn read_body(
 
 /// Serve a request for a known instance.
 async fn serve_instance(
-    inner: &Inner,
-    route: &InstanceRoute,
+    inner: &Arc<Inner>,
+    route: &Arc<InstanceRoute>,
     request: Request<Incoming>,
     ip: IpAddr,
     path_key: Option<String>,
     rest_path: &str,
 ) -> Response<Body> {
     let metrics = &inner.metrics;
-    if request.headers().contains_key(UPGRADE) {
-        metrics.call(&route.name, "-", "-", "invalid");
-        return Failure::new(
-            StatusCode::NOT_IMPLEMENTED,
-            code::INVALID_REQUEST,
-            "invalid",
-            "WebSocket is not supported by this gateway yet; send JSON-RPC over HTTP POST".into(),
-        )
-        .response();
-    }
+    let websocket = crate::ws::is_upgrade(request.headers());
+    let key_hash = websocket
+        .then(|| presented_key(request.headers(), path_key.clone()))
+        .flatten()
+        .map(|presented| keys::hash_key(&presented));
     let key = match authenticate(inner, route, request.headers(), path_key, ip) {
         Ok(key) => key,
         Err(failure) => {
@@ -398,7 +399,7 @@ async fn serve_instance(
         )
         .response();
     }
-    let Some(_inflight) = key.usage.enter(concurrency) else {
+    let Some(inflight) = key.usage.enter(concurrency) else {
         metrics.call(&route.name, "-", key_id, "limited");
         return limited(
             &format!("API key {key_id} already has {concurrency} requests in flight"),
@@ -406,6 +407,21 @@ async fn serve_instance(
         )
         .response();
     };
+    if let (Some(key_hash), true) = (key_hash, rest_path.is_empty()) {
+        let upgraded = crate::ws::upgrade(
+            inner.clone(),
+            route.clone(),
+            key.clone(),
+            key_hash,
+            inflight,
+            request,
+        )
+        .await;
+        return upgraded.unwrap_or_else(|failure| {
+            metrics.call(&route.name, "-", key_id, failure.outcome);
+            failure.response()
+        });
+    }
     let is_post = request.method() == Method::POST;
     let http_method = request.method().clone();
     let query = request.uri().query().map(str::to_string);

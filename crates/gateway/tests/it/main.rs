@@ -8,3 +8,4 @@ mod harness;
 mod litecoin;
 mod monero;
 mod routing;
+mod ws;
