@@ -279,6 +279,13 @@ impl Answer {
         Answer::Error(Bytes::from(error.to_string()))
     }
 
+    /// The answer for a call the node left unanswered (static: no allocation on the hot path).
+    pub fn missing() -> Answer {
+        Answer::Error(Bytes::from_static(
+            br#"{"code":-32603,"message":"the node gave no answer to this call"}"#,
+        ))
+    }
+
     /// Whether this is an error.
     pub fn is_error(&self) -> bool {
         matches!(self, Answer::Error(_))

@@ -518,12 +518,18 @@ fn settled(
 }
 
 fn cache_key(route: &InstanceRoute, call: &Call) -> String {
-    format!(
-        "{}\n{}\n{}",
-        route.name,
-        call.method,
-        call.params.as_deref().unwrap_or("")
-    )
+    let params = call.params.as_deref().unwrap_or("");
+    let mut key = String::with_capacity(route.name.len() + call.method.len() + params.len() + 2);
+    for part in [
+        route.name.as_str(),
+        "\n",
+        call.method.as_str(),
+        "\n",
+        params,
+    ] {
+        key.push_str(part);
+    }
+    key
 }
 
 /// Judge, answer from the cache, and forward the calls of a parsed request.
@@ -642,8 +648,10 @@ async fn serve_calls(
         if written > 0 {
             out.push(b',');
         }
-        let fallback = Answer::error(code::INTERNAL, "no answer", None);
-        jsonrpc::write_answer(&mut out, id, answer.as_ref().unwrap_or(&fallback));
+        match answer {
+            Some(answer) => jsonrpc::write_answer(&mut out, id, answer),
+            None => jsonrpc::write_answer(&mut out, id, &Answer::missing()),
+        }
         written += 1;
     }
     if parsed.batch {
@@ -720,9 +728,7 @@ async fn forward_calls(
         return Ok(outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Ok(mut answers) => answers
-                    .pop()
-                    .unwrap_or_else(|| Answer::error(code::INTERNAL, "no answer", None)),
+                Ok(mut answers) => answers.pop().unwrap_or_else(Answer::missing),
                 Err(failure) => failure.answer(),
             })
             .collect());

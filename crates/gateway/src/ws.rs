@@ -991,16 +991,14 @@ fn batch_body(answers: &[(Option<String>, Option<Answer>)]) -> Bytes {
     out.push(b'[');
     let mut first = true;
     for (id, answer) in answers {
-        let fallback = Answer::error(code::INTERNAL, "no answer", None);
         if !first {
             out.push(b',');
         }
         first = false;
-        jsonrpc::write_answer(
-            &mut out,
-            id.as_deref(),
-            answer.as_ref().unwrap_or(&fallback),
-        );
+        match answer {
+            Some(answer) => jsonrpc::write_answer(&mut out, id.as_deref(), answer),
+            None => jsonrpc::write_answer(&mut out, id.as_deref(), &Answer::missing()),
+        }
     }
     out.push(b']');
     Bytes::from(out)
