@@ -1,5 +1,6 @@
-//! Fuzz the gateway's request parsing and policy evaluation: no input may
-//! panic, and every call it accepts must forward as valid JSON.
+//! Fuzz the gateway's request parsing, policy evaluation and cache rules: no
+//! input may panic, every call it accepts must forward as valid JSON, and
+//! `eth_getBlockByNumber("latest")` never settles at a height.
 
 #![no_main]
 
@@ -29,6 +30,17 @@ fuzz_target!(|data: &[u8]| {
                 let verdict = policy::judge(&instance, &key, &call.method, info.map(|m| m.class));
                 if let Err(denial) = &verdict {
                     assert!(denial.message(&call.method).contains(&call.method));
+                }
+                // The input doubles as the node's answer to the call.
+                let settles = adapter.settles(&call.method, call.params.as_deref(), data);
+                // A block by number takes its height from the params only.
+                if call.method == "eth_getBlockByNumber"
+                    && call.params.as_deref().is_some_and(|p| p.contains("\"latest\""))
+                {
+                    assert!(
+                        !matches!(settles, chainfleet_chains::Settles::AtHeight(_)),
+                        "a call naming `latest` settled at a height: {call:?}"
+                    );
                 }
                 calls.push(call);
             }

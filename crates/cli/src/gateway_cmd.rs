@@ -22,7 +22,7 @@ pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:7781";
 pub enum Commands {
     /// Run the RPC gateway alone, in front of the fleet a control plane keeps in a state dir.
     #[command(
-        after_help = "Examples:\n  chainfleet gateway --state-dir .chainfleet\n  chainfleet gateway --listen 127.0.0.1:8545 --cache-mb 256\n\nClients call POST http://LISTEN/rpc/INSTANCE with `Authorization: Bearer KEY`\n(or `X-Api-Key: KEY`, or /rpc/INSTANCE/KEY). Metrics: GET http://LISTEN/metrics.\n`chainfleet up` already runs a gateway on 127.0.0.1:7781 (CHAINFLEET_GATEWAY_LISTEN, `off` to disable)."
+        after_help = "Examples:\n  chainfleet gateway --state-dir .chainfleet\n  chainfleet gateway --listen 127.0.0.1:8545 --cache-mb 256\n\nClients call POST http://LISTEN/rpc/INSTANCE with `Authorization: Bearer KEY`\n(or `X-Api-Key: KEY`, or /rpc/INSTANCE/KEY). EVM instances also take a WebSocket\non ws://LISTEN/rpc/INSTANCE/KEY for eth_subscribe. Metrics: GET http://LISTEN/metrics.\n`chainfleet up` already runs a gateway on 127.0.0.1:7781 (CHAINFLEET_GATEWAY_LISTEN, `off` to disable)."
     )]
     Gateway {
         /// State directory of the control plane (its upstreams, manifest and keys).
