@@ -310,6 +310,10 @@ fn limited(what: &str, seconds: u64) -> Failure {
     .retry_after(seconds)
 }
 
+/// Bodies over the limit are still read (and dropped) up to this size, so the
+/// client gets its 413 instead of a reset from closing on unread data.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
 /// Read a body of at most `max` bytes within the body timeout.
 async fn read_body(
     inner: &Inner,
@@ -332,13 +336,28 @@ async fn read_body(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = declared {
-        if length > max as u64 {
-            return Err(too_large(Some(length)));
-        }
+    if declared.is_some_and(|length| length > DRAIN_LIMIT.max(max as u64)) {
+        return Err(too_large(declared));
     }
-    let collect = Limited::new(request.into_body(), max).collect();
-    match tokio::time::timeout(inner.options.body_read_timeout, collect).await {
+    let mut body = request.into_body();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut seen: u64 = 0;
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            seen += data.len() as u64;
+            if seen > DRAIN_LIMIT.max(max as u64) {
+                break;
+            }
+            if seen <= max as u64 {
+                chunks.push(data);
+            }
+        }
+        Ok::<_, hyper::Error>(())
+    };
+    match tokio::time::timeout(inner.options.body_read_timeout, reading).await {
         Err(_) => Err(Failure::new(
             StatusCode::REQUEST_TIMEOUT,
             code::INVALID_REQUEST,
@@ -348,19 +367,16 @@ async fn read_body(
                 inner.options.body_read_timeout
             ),
         )),
-        Ok(Err(err)) => {
-            if err.is::<http_body_util::LengthLimitError>() {
-                Err(too_large(None))
-            } else {
-                Err(Failure::new(
-                    StatusCode::BAD_REQUEST,
-                    code::INVALID_REQUEST,
-                    "invalid",
-                    format!("cannot read the body: {err}"),
-                ))
-            }
-        }
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "invalid",
+            format!("cannot read the body: {err}"),
+        )),
+        Ok(Ok(())) if seen > max as u64 => Err(too_large(declared)),
+        // One frame is the usual case: no copy.
+        Ok(Ok(())) if chunks.len() == 1 => Ok(chunks.pop().unwrap_or_default()),
+        Ok(Ok(())) => Ok(Bytes::from(chunks.concat())),
     }
 }
 

@@ -139,6 +139,33 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
+    // A declared 100 MB body is refused from its header, without waiting for it.
+    let mut big = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let head = format!("POST /rpc/eth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 100000000\r\n\r\n{{\"id\":");
+    big.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(600), big.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("100000000 bytes"), "{answer}");
+    // A chunked body (no length declared) over the limit is a 413 as well.
+    let mut chunked = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let mut request = format!("POST /rpc/eth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    for _ in 0..4 {
+        request.push_str(&format!("{:x}\r\n{}\r\n", 40 * 1024, "a".repeat(40 * 1024)));
+    }
+    request.push_str("0\r\n\r\n");
+    chunked.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), chunked.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than 65536 bytes"), "{answer}");
+
     // Still serving, and nothing reached the node for any of it.
     let (status, value) = gw
         .call("eth", &key, "eth_chainId", serde_json::json!([]))
