@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::jsonrpc::{self, code, Answer, Call, Element};
@@ -204,11 +204,12 @@ async fn connect_any(
                 .is_some_and(|slot| slot.eligible && slot.state.closed(now))
         })
         .collect();
+    // The node being left goes last: tried only when nothing else answers.
     order.sort_by_key(|&index| {
         route
             .slots
             .get(index)
-            .map(|s| Some(s.node.as_str()) == avoid)
+            .is_some_and(|s| Some(s.node.as_str()) == avoid)
     });
     let mut last = None;
     for index in order {
@@ -345,7 +346,7 @@ impl Session {
                         .await
                 }
                 Event::Node(Some(Ok(Message::Text(text)))) => {
-                    self.on_node_message(text.as_bytes(), &mut client).await
+                    self.on_node_message(text, &mut client).await
                 }
                 Event::Node(Some(Ok(Message::Close(_)))) | Event::Node(None) => {
                     self.fail_over(&mut client, &mut node, "closed the WebSocket", true)
@@ -657,16 +658,16 @@ impl Session {
     /// Handle one text message from the node: an answer or a notification.
     async fn on_node_message(
         &mut self,
-        text: &[u8],
+        text: Utf8Bytes,
         client: &mut ClientSocket,
     ) -> Result<(), Close> {
-        let Ok(envelope) = serde_json::from_slice::<NodeMessage>(text) else {
+        let Ok(envelope) = serde_json::from_str::<NodeMessage>(text.as_str()) else {
             tracing::debug!(instance = %self.route.name, node = %self.node, "node sent a WebSocket message that is not a JSON-RPC object; dropped");
             return Ok(());
         };
         if let Some(method) = envelope.method {
             return self
-                .notification(method, envelope.params, text, client)
+                .notification(method, envelope.params, &text, client)
                 .await;
         }
         let Some(id) = envelope.id.and_then(|id| id.get().parse::<u64>().ok()) else {
@@ -780,14 +781,14 @@ impl Session {
         &mut self,
         method: &str,
         params: Option<&RawValue>,
-        raw: &[u8],
+        raw: &Utf8Bytes,
         client: &mut ClientSocket,
     ) -> Result<(), Close> {
         let params = params
             .filter(|_| method == self.protocol.notification)
             .and_then(|p| serde_json::from_str::<NotificationParams>(p.get()).ok());
         let Some(params) = params else {
-            return send_client(client, Bytes::copy_from_slice(raw)).await;
+            return send_client(client, Bytes::from(raw.clone())).await;
         };
         let node_id = params.subscription.get();
         let Some(sub) = self
@@ -799,7 +800,7 @@ impl Session {
             return Ok(());
         };
         if sub.client_id == node_id {
-            return send_client(client, Bytes::copy_from_slice(raw)).await;
+            return send_client(client, Bytes::from(raw.clone())).await;
         }
         let method_json = serde_json::to_string(method).unwrap_or_default();
         let body = format!(
@@ -1004,12 +1005,12 @@ fn batch_body(answers: &[(Option<String>, Option<Answer>)]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Send JSON text to the client (everything the gateway writes is UTF-8).
 async fn send_client(client: &mut ClientSocket, body: Bytes) -> Result<(), Close> {
-    let text = match String::from_utf8(body.to_vec()) {
-        Ok(text) => text,
-        Err(_) => return Ok(()),
+    let Ok(text) = Utf8Bytes::try_from(body) else {
+        return Ok(());
     };
-    client.send(Message::text(text)).await.map_err(|err| {
+    client.send(Message::Text(text)).await.map_err(|err| {
         Close(
             CloseCode::Error,
             format!("cannot write to the client: {err}"),
@@ -1017,9 +1018,10 @@ async fn send_client(client: &mut ClientSocket, body: Bytes) -> Result<(), Close
     })
 }
 
+/// Send JSON text to the node.
 async fn node_send(node: &mut NodeSocket, body: &Bytes) -> Result<(), ()> {
-    let text = String::from_utf8_lossy(body).into_owned();
-    node.send(Message::text(text)).await.map_err(|_| ())
+    let text = Utf8Bytes::try_from(body.clone()).map_err(|_| ())?;
+    node.send(Message::Text(text)).await.map_err(|_| ())
 }
 
 /// The close code for a client-side read error.
