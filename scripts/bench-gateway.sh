@@ -12,7 +12,8 @@
 #   (d) the gateway answering an immutable call (eth_chainId) from its cache,
 #   (g) hyper answering a fixed body with no gateway logic (the ceiling).
 # Then a real node, where the cache earns its keep: anvil answering
-# eth_getBlockByHash(genesis) (e) directly and (f) through the gateway's cache.
+# eth_getBlockByHash(genesis) (e) directly and (f) through the gateway's cache,
+# and litecoind answering getblock GENESIS 0 (h) directly and (i) cached.
 # Then the gateway's RSS with 1,000 idle keep-alive connections.
 # Installs nginx and wrk from Debian when missing.
 set -euo pipefail
@@ -44,7 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-UP=$(free_port); PROXY=$(free_port); GW=$(free_port); ANVIL=$(free_port); CEIL=$(free_port)
+UP=$(free_port); PROXY=$(free_port); GW=$(free_port); ANVIL=$(free_port); CEIL=$(free_port); LTC=$(free_port)
 ANVIL_BIN="$(command -v anvil || echo .tools/bin/anvil)"
 [ -x "$ANVIL_BIN" ] || { echo "anvil is missing; run scripts/install.sh" >&2; exit 1; }
 "$ANVIL_BIN" --host 127.0.0.1 --port "$ANVIL" --silent > "$WORK/anvil.log" 2>&1 &
@@ -75,27 +76,32 @@ CONF
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/error.log"
 
 mkdir -p "$WORK/state"
-"$HARNESS" "127.0.0.1:$GW" "$UP" "$WORK/state" "$ANVIL" > "$WORK/key" 2> "$WORK/gateway.log" &
+# litecoind with enough RPC threads and queue for 64 connections.
+mkdir -p "$WORK/ltc"
+litecoind -regtest -datadir="$WORK/ltc" -rpcport="$LTC" -rpcuser=bench -rpcpassword=bench \
+  -rpcthreads=16 -rpcworkqueue=1024 -listen=0 -server -daemon=0 -printtoconsole=0 > "$WORK/ltc.log" 2>&1 &
+PIDS+=("$!")
+"$HARNESS" "127.0.0.1:$GW" "$UP" "$WORK/state" "$ANVIL" "$LTC" bench bench > "$WORK/key" 2> "$WORK/gateway.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
-for _ in $(seq 1 100); do [ "$(wc -l < "$WORK/key")" -ge 2 ] && break; sleep 0.1; done
-KEY="$(sed -n 1p "$WORK/key")"; ANVIL_KEY="$(sed -n 2p "$WORK/key")"
+for _ in $(seq 1 100); do [ "$(wc -l < "$WORK/key")" -ge 3 ] && break; sleep 0.1; done
+KEY="$(sed -n 1p "$WORK/key")"; ANVIL_KEY="$(sed -n 2p "$WORK/key")"; LTC_KEY="$(sed -n 3p "$WORK/key")"
 [ -n "$KEY" ] || { echo "the gateway harness did not start:"; cat "$WORK/gateway.log"; exit 1; }
 
-script() { # METHOD [PARAMS_JSON [KEY]] -> lua file
+script() { # METHOD [PARAMS_JSON [AUTHORIZATION]] -> lua file
   local file="$WORK/$1-$RANDOM.lua"
   cat > "$file" <<LUA
 wrk.method = "POST"
 wrk.body = '{"jsonrpc":"2.0","id":1,"method":"$1","params":${2:-[]}}'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer ${3:-$KEY}"
+wrk.headers["Authorization"] = "${3:-Bearer $KEY}"
 LUA
   echo "$file"
 }
 
 # Prints "RPS P99_MS NON2XX".
-run() { # URL METHOD [PARAMS_JSON [KEY]]
+run() { # URL METHOD [PARAMS_JSON [AUTHORIZATION]]
   local out
-  out="$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$(script "$2" "${3:-[]}" "${4:-$KEY}")" "$1")"
+  out="$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$(script "$2" "${3:-[]}" "${4:-Bearer $KEY}")" "$1")"
   echo "$out" > "$WORK/last.txt"
   local rps p99 non2xx
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
@@ -123,14 +129,26 @@ for _ in $(seq 1 50); do
 done
 [ -n "${GENESIS:-}" ] || { echo "anvil did not start:"; cat "$WORK/anvil.log"; exit 1; }
 BY_HASH="[\"$GENESIS\",false]"
-wrk -t2 -c"$CONNS" -d2s -s "$(script eth_getBlockByHash "$BY_HASH" "$ANVIL_KEY")" "http://127.0.0.1:$GW/rpc/anvil" >/dev/null
+wrk -t2 -c"$CONNS" -d2s -s "$(script eth_getBlockByHash "$BY_HASH" "Bearer $ANVIL_KEY")" "http://127.0.0.1:$GW/rpc/anvil" >/dev/null
 read -r E_RPS E_P99 E_BAD < <(run "http://127.0.0.1:$ANVIL/" eth_getBlockByHash "$BY_HASH")
+# litecoind: the genesis block by hash as raw hex (content-addressed: cached at once).
+LTC_AUTH="Basic $(printf bench:bench | base64)"
+for _ in $(seq 1 100); do
+  LTC_GENESIS="$(curl -s -u bench:bench -d '{"jsonrpc":"1.0","id":1,"method":"getblockhash","params":[0]}' \
+    "http://127.0.0.1:$LTC/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"])' 2>/dev/null)" && break
+  sleep 0.2
+done
+[ -n "${LTC_GENESIS:-}" ] || { echo "litecoind did not start:"; cat "$WORK/ltc.log"; exit 1; }
+RAW_BLOCK="[\"$LTC_GENESIS\",0]"
+wrk -t2 -c"$CONNS" -d2s -s "$(script getblock "$RAW_BLOCK" "Bearer $LTC_KEY")" "http://127.0.0.1:$GW/rpc/ltc" >/dev/null
+read -r H_RPS H_P99 H_BAD < <(run "http://127.0.0.1:$LTC/" getblock "$RAW_BLOCK" "$LTC_AUTH")
+read -r I_RPS I_P99 I_BAD < <(run "http://127.0.0.1:$GW/rpc/ltc" getblock "$RAW_BLOCK" "Bearer $LTC_KEY")
 # The ceiling: hyper answering a fixed body with no gateway logic at all.
 "$HARNESS" ceiling "127.0.0.1:$CEIL" > "$WORK/ceiling" 2>&1 &
 PIDS+=("$!")
 for _ in $(seq 1 50); do [ -s "$WORK/ceiling" ] && break; sleep 0.1; done
 read -r G_RPS G_P99 G_BAD < <(run "http://127.0.0.1:$CEIL/" eth_chainId)
-read -r F_RPS F_P99 F_BAD < <(run "http://127.0.0.1:$GW/rpc/anvil" eth_getBlockByHash "$BY_HASH" "$ANVIL_KEY")
+read -r F_RPS F_P99 F_BAD < <(run "http://127.0.0.1:$GW/rpc/anvil" eth_getBlockByHash "$BY_HASH" "Bearer $ANVIL_KEY")
 
 # Check that (c) really forwarded and (d) really came from the cache.
 METRICS="$(curl -s "http://127.0.0.1:$GW/metrics")"
@@ -173,11 +191,14 @@ printf "%-44s %12s %10s %8s\n" "(d) chainfleet gateway, cached answer" "$D_RPS" 
 printf "%-44s %12s %10s %8s\n" "(e) anvil eth_getBlockByHash, direct" "$E_RPS" "$E_P99" "$E_BAD"
 printf "%-44s %12s %10s %8s\n" "(f) gateway, same call cached from anvil" "$F_RPS" "$F_P99" "$F_BAD"
 printf "%-44s %12s %10s %8s\n" "(g) hyper fixed answer, no gateway logic" "$G_RPS" "$G_P99" "$G_BAD"
+printf "%-44s %12s %10s %8s\n" "(h) litecoind getblock HASH 0, direct" "$H_RPS" "$H_P99" "$H_BAD"
+printf "%-44s %12s %10s %8s\n" "(i) gateway, same call cached from litecoind" "$I_RPS" "$I_P99" "$I_BAD"
 echo
 echo "throughput  gateway/nginx-proxy = $(ratio "$C_RPS" "$B_RPS")   (target >= 1)"
 echo "throughput  gateway/direct      = $(ratio "$C_RPS" "$A_RPS");  nginx-proxy/direct = $(ratio "$B_RPS" "$A_RPS")"
 echo "throughput  cached/direct       = $(ratio "$D_RPS" "$A_RPS")   (target >= 3; nginx's fixed answer is this machine's ceiling)"
 echo "throughput  cached/anvil direct = $(ratio "$F_RPS" "$E_RPS")   (target >= 3, against a real node)"
+echo "throughput  cached/litecoind direct = $(ratio "$I_RPS" "$H_RPS")   (target >= 3, against a real node)"
 echo "throughput  cached/hyper ceiling = $(ratio "$D_RPS" "$G_RPS")   (what the gateway's own work costs a cached answer)"
 echo "added p99   gateway = $(added "$C_P99" "$A_P99") ms, nginx proxy = $(added "$B_P99" "$A_P99") ms   (target: gateway <= nginx)"
 echo "gateway RSS idle = ${RSS_BEFORE} MB; with 1,000 idle connections = ${RSS_IDLE} MB   (target < 64 MB)"

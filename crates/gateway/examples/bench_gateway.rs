@@ -1,9 +1,10 @@
 //! Benchmark harness: a gateway in front of one fixed upstream (e.g. nginx
 //! returning a constant JSON-RPC body), with auth, policy, limits and metrics on.
 //!
-//! Usage: `bench_gateway LISTEN UPSTREAM_PORT STATE_DIR [ANVIL_PORT]` — prints one
-//! API key on stdout, then serves until killed. The fixed upstream is instance
-//! `bench`; a real anvil node, when given, is instance `anvil` (same key policy).
+//! Usage: `bench_gateway LISTEN UPSTREAM_PORT STATE_DIR [ANVIL_PORT [LTC_PORT LTC_USER LTC_PASSWORD]]`
+//! — prints one API key per instance on stdout (`bench`, `anvil`, `ltc`), then
+//! serves until killed. The fixed upstream is instance `bench`; real anvil and
+//! litecoind nodes, when given, are instances `anvil` and `ltc` (same policy).
 //!
 //! `bench_gateway ceiling LISTEN` serves a fixed JSON-RPC body with hyper and
 //! nothing else: the fastest any Rust gateway could answer on this machine.
@@ -27,19 +28,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return ceiling(listen);
         }
     }
-    let (listen, port, state_dir, anvil_port) = match args.as_slice() {
-        [_, listen, port, state_dir] => (listen, port, state_dir, None),
-        [_, listen, port, state_dir, anvil] => {
-            (listen, port, state_dir, Some(anvil.parse::<u16>()?))
+    let usage = "usage: bench_gateway LISTEN UPSTREAM_PORT STATE_DIR [ANVIL_PORT [LTC_PORT LTC_USER LTC_PASSWORD]]";
+    let (listen, port, state_dir, rest) = match args.as_slice() {
+        [_, listen, port, state_dir, rest @ ..] => (listen, port, state_dir, rest),
+        _ => return Err(usage.into()),
+    };
+    let anvil_port = match rest.first() {
+        Some(port) => Some(port.parse::<u16>()?),
+        None => None,
+    };
+    let litecoin = match rest.get(1..) {
+        Some([port, user, password]) => {
+            Some((port.parse::<u16>()?, user.clone(), password.clone()))
         }
-        _ => return Err("usage: bench_gateway LISTEN UPSTREAM_PORT STATE_DIR [ANVIL_PORT]".into()),
+        Some([]) | None => None,
+        Some(_) => return Err(usage.into()),
     };
     let port: u16 = port.parse()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let node = |instance: &str, port: u16| Upstream {
+        let node = |instance: &str, chain: Chain, port: u16| Upstream {
             status: NodeStatus {
                 name: format!("{instance}-0"),
                 instance: instance.into(),
@@ -49,11 +59,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rpc_port: port,
                 ..NodeStatus::default()
             },
-            chain: Chain::Ethereum,
+            chain,
             endpoint: Endpoint::local(port),
         };
-        let mut nodes = vec![node("bench", port)];
-        nodes.extend(anvil_port.map(|port| node("anvil", port)));
+        let mut nodes = vec![node("bench", Chain::Ethereum, port)];
+        nodes.extend(anvil_port.map(|port| node("anvil", Chain::Ethereum, port)));
+        if let Some((port, user, password)) = litecoin {
+            let mut ltc = node("ltc", Chain::Litecoin, port);
+            ltc.endpoint.basic_auth = Some((user, password));
+            nodes.push(ltc);
+        }
         let (_upstreams_tx, upstreams) = watch::channel(Arc::new(UpstreamSnapshot {
             generated_ms: 1,
             upstreams: nodes,
@@ -68,12 +83,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let (_access_tx, access) = watch::channel(Arc::new(HashMap::from([
             ("bench".to_string(), access.clone()),
-            ("anvil".to_string(), access),
+            ("anvil".to_string(), access.clone()),
+            ("ltc".to_string(), access),
         ])));
         let options = GatewayOptions::new(state_dir);
         let mut store = KeyStore::open(&options.state_dir)?;
         let mut keys = Vec::new();
-        for instance in ["bench", "anvil"] {
+        for instance in ["bench", "anvil", "ltc"] {
             let new = NewKey {
                 instance: instance.into(),
                 ..NewKey::default()
@@ -82,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let gateway = Gateway::start(options, upstreams, access)?;
         let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
-        // One line per instance: the `bench` key, then the `anvil` key.
+        // One line per instance: `bench`, `anvil`, `ltc`.
         println!("{}", keys.join("\n"));
         let (_stop, stop) = watch::channel(false);
         gateway.serve(listener, stop).await;
