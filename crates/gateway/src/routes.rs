@@ -115,6 +115,8 @@ pub(crate) struct Routes {
 
 /// A key as the gateway checks it.
 pub(crate) struct LiveKey {
+    /// The SHA-256 of the key: its entry in the live key map.
+    pub hash: [u8; 32],
     /// Its settings.
     pub info: KeyInfo,
     /// Its compiled policy.
@@ -270,6 +272,7 @@ pub(crate) fn reload_keys(inner: &Inner, store: &KeyStore) -> Result<usize, Gate
         map.insert(
             hash,
             Arc::new(LiveKey {
+                hash,
                 policy: Policy::new(&info.allow, &info.deny),
                 cidrs,
                 usage,

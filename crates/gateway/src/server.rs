@@ -390,11 +390,6 @@ async fn serve_instance(
     rest_path: &str,
 ) -> Response<Body> {
     let metrics = &inner.metrics;
-    let websocket = crate::ws::is_upgrade(request.headers());
-    let key_hash = websocket
-        .then(|| presented_key(request.headers(), path_key.clone()))
-        .flatten()
-        .map(|presented| keys::hash_key(&presented));
     let key = match authenticate(inner, route, request.headers(), path_key, ip) {
         Ok(key) => key,
         Err(failure) => {
@@ -423,16 +418,9 @@ async fn serve_instance(
         )
         .response();
     };
-    if let (Some(key_hash), true) = (key_hash, rest_path.is_empty()) {
-        let upgraded = crate::ws::upgrade(
-            inner.clone(),
-            route.clone(),
-            key.clone(),
-            key_hash,
-            inflight,
-            request,
-        )
-        .await;
+    if rest_path.is_empty() && crate::ws::is_upgrade(request.headers()) {
+        let upgraded =
+            crate::ws::upgrade(inner.clone(), route.clone(), key.clone(), inflight, request).await;
         return upgraded.unwrap_or_else(|failure| {
             metrics.call(&route.name, "-", key_id, failure.outcome);
             failure.response()

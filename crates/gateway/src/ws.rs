@@ -63,7 +63,6 @@ pub(crate) async fn upgrade(
     inner: Arc<Inner>,
     route: Arc<InstanceRoute>,
     key: Arc<LiveKey>,
-    key_hash: [u8; 32],
     inflight: InflightGuard,
     mut request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Failure> {
@@ -126,7 +125,6 @@ pub(crate) async fn upgrade(
             inner,
             route,
             key,
-            key_hash,
             protocol,
             node,
             next_id: 1,
@@ -309,7 +307,6 @@ struct Session {
     inner: Arc<Inner>,
     route: Arc<InstanceRoute>,
     key: Arc<LiveKey>,
-    key_hash: [u8; 32],
     protocol: &'static WebSocketRpc,
     /// The replica the session is on.
     node: String,
@@ -383,7 +380,7 @@ impl Session {
         client: &mut ClientSocket,
         node: &mut NodeSocket,
     ) -> Result<(), Close> {
-        let live = self.inner.keys.read().get(&self.key_hash).cloned();
+        let live = self.inner.keys.read().get(&self.key.hash).cloned();
         let Some(key) = live else {
             return Err(Close(CloseCode::Policy, "API key revoked".into()));
         };
