@@ -286,6 +286,17 @@ impl Answer {
         ))
     }
 
+    /// The answer made of a node's raw `result` and `error` members: a
+    /// non-null error wins; `None` when there is neither.
+    pub fn from_parts(result: Option<&RawValue>, error: Option<&RawValue>) -> Option<Answer> {
+        if let Some(error) = error.filter(|e| e.get() != "null") {
+            return Some(Answer::Error(Bytes::copy_from_slice(
+                error.get().as_bytes(),
+            )));
+        }
+        result.map(|result| Answer::Result(Bytes::copy_from_slice(result.get().as_bytes())))
+    }
+
     /// Whether this is an error.
     pub fn is_error(&self) -> bool {
         matches!(self, Answer::Error(_))
@@ -330,17 +341,7 @@ struct WireAnswer<'a> {
 pub fn parse_answer(raw: &str) -> Option<(Option<String>, Answer)> {
     let wire: WireAnswer = serde_json::from_str(raw).ok()?;
     let id = wire.id.map(|id| id.get().to_string());
-    if let Some(error) = wire.error.filter(|e| e.get() != "null") {
-        return Some((
-            id,
-            Answer::Error(Bytes::copy_from_slice(error.get().as_bytes())),
-        ));
-    }
-    let result = wire.result?;
-    Some((
-        id,
-        Answer::Result(Bytes::copy_from_slice(result.get().as_bytes())),
-    ))
+    Some((id, Answer::from_parts(wire.result, wire.error)?))
 }
 
 /// Read a node's answer to a batch: one answer per forwarded call, matched by

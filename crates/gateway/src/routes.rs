@@ -97,6 +97,11 @@ pub(crate) struct InstanceRoute {
 }
 
 impl InstanceRoute {
+    /// The catalog name of a method for metrics (bounded: names not in the catalog are `other`).
+    pub fn method_label(&self, method: &str) -> &'static str {
+        self.methods.get(method).map(|m| m.name).unwrap_or("other")
+    }
+
     /// Replicas that are eligible by the last snapshot.
     pub fn healthy(&self) -> usize {
         self.slots.iter().filter(|s| s.eligible).count()

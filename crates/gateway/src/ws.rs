@@ -503,7 +503,7 @@ impl Session {
                 Element::Call(call) => call,
             };
             let info = self.route.methods.get(call.method.as_str()).copied();
-            let label = info.map(|m| m.name).unwrap_or("other");
+            let label = self.route.method_label(&call.method);
             if let Some(refusal) = &refusal {
                 metrics.call(&instance, label, &key_id, "limited");
                 answers.push((call.id, Some(refusal.clone())));
@@ -673,24 +673,14 @@ impl Session {
         let Some(pending) = self.pending.remove(&id) else {
             return Ok(());
         };
-        let answer = match (
-            envelope.error.filter(|e| e.get() != "null"),
-            envelope.result,
-        ) {
-            (Some(error), _) => Answer::Error(Bytes::copy_from_slice(error.get().as_bytes())),
-            (None, Some(result)) => Answer::Result(Bytes::copy_from_slice(result.get().as_bytes())),
-            (None, None) => Answer::error(
+        let answer = Answer::from_parts(envelope.result, envelope.error).unwrap_or_else(|| {
+            Answer::error(
                 code::INTERNAL,
                 "the node's answer has neither result nor error",
                 None,
-            ),
-        };
-        let label = self
-            .route
-            .methods
-            .get(pending.call.method.as_str())
-            .map(|m| m.name)
-            .unwrap_or("other");
+            )
+        });
+        let label = self.route.method_label(&pending.call.method);
         let outcome = if answer.is_error() { "error" } else { "ok" };
         if let Answer::Result(result) = &answer {
             if pending.call.method == self.protocol.subscribe {
@@ -927,12 +917,7 @@ impl Session {
         client: &mut ClientSocket,
     ) -> Result<(), Close> {
         let answer = Answer::error(code::UPSTREAM_FAILED, message, None);
-        let label = self
-            .route
-            .methods
-            .get(pending.call.method.as_str())
-            .map(|m| m.name)
-            .unwrap_or("other");
+        let label = self.route.method_label(&pending.call.method);
         self.inner.metrics.call(
             &self.route.name,
             label,
