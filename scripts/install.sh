@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ANVIL_VERSION="1.7.1"
-DEBIAN_PACKAGES=(litecoind monero etcd-server prometheus prometheus-alertmanager sqlite3 curl)
+# ca-certificates: the system CAs that https channels, references and etcd are checked against.
+DEBIAN_PACKAGES=(litecoind monero etcd-server prometheus prometheus-alertmanager sqlite3 curl ca-certificates)
 # One command per package, to tell whether it is installed.
-DEBIAN_COMMANDS=(litecoind monerod etcd prometheus prometheus-alertmanager sqlite3 curl)
+DEBIAN_COMMANDS=(litecoind monerod etcd prometheus prometheus-alertmanager sqlite3 curl update-ca-certificates)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -20,13 +20,25 @@ pub enum NotifyError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// A channel's `caFile` could not be read or holds no certificate.
+    #[error("channel {channel}: caFile {path}: {reason}")]
+    CaFile {
+        /// Channel name.
+        channel: String,
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The receiver could not be reached.
-    #[error("channel {channel} ({url}) did not answer: {source}")]
+    #[error("channel {channel} ({url}) did not answer: {detail}")]
     Unreachable {
         /// Channel name.
         channel: String,
         /// Its URL.
         url: String,
+        /// The cause and its causes, e.g. a TLS certificate problem.
+        detail: String,
         /// The cause.
         #[source]
         source: reqwest::Error,
@@ -79,12 +91,40 @@ fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-fn http() -> Result<reqwest::Client, NotifyError> {
-    reqwest::Client::builder()
+/// The HTTP client of one channel: the system's CAs, plus its `caFile`'s.
+fn http(channel: &Channel, index: usize) -> Result<reqwest::Client, NotifyError> {
+    let mut builder = reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
-        .connect_timeout(SEND_TIMEOUT)
-        .build()
-        .map_err(NotifyError::Client)
+        .connect_timeout(SEND_TIMEOUT);
+    if let Some(path) = channel.ca_file() {
+        let ca_error = |reason: String| NotifyError::CaFile {
+            channel: channel.display_name(index),
+            path: path.to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|err| ca_error(err.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|err| ca_error(format!("not PEM certificates: {err}")))?;
+        if certs.is_empty() {
+            return Err(ca_error("holds no PEM certificate".into()));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(NotifyError::Client)
+}
+
+/// An error and all its causes, as one line.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// The Alertmanager v2 form of an alert.
@@ -164,6 +204,7 @@ impl Notifier {
             NotifyError::Unreachable {
                 channel: channel.clone(),
                 url: url.to_string(),
+                detail: with_causes(&source),
                 source,
             }
         })?;
@@ -243,15 +284,15 @@ impl Notifier {
     /// Failures are logged; delivery goes on with the next channel.
     pub async fn deliver(&self, alerts: &[Alert], refresh: &[Alert]) -> Outcome {
         let mut outcome = Outcome::default();
-        let client = match http() {
-            Ok(client) => client,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot send notifications");
-                outcome.failed += 1;
-                return outcome;
-            }
-        };
-        for index in 0..self.channels.len() {
+        for (index, channel) in self.channels.iter().enumerate() {
+            let client = match http(channel, index) {
+                Ok(client) => client,
+                Err(err) => {
+                    tracing::warn!(error = %err, "notification not delivered");
+                    outcome.failed += 1;
+                    continue;
+                }
+            };
             for result in self
                 .send_channel(&client, index, alerts, refresh, "alert")
                 .await
@@ -290,27 +331,15 @@ impl Notifier {
             fired_ms: Some(now),
             resolved_ms: None,
         };
-        let client = match http() {
-            Ok(client) => client,
-            Err(err) => {
-                return self
-                    .channels
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| ChannelResult {
-                        channel: c.display_name(i),
-                        kind: c.kind().into(),
-                        ok: false,
-                        error: Some(err.to_string()),
-                    })
-                    .collect()
-            }
-        };
         let mut out = Vec::new();
         for (index, channel) in self.channels.iter().enumerate() {
-            let results = self
-                .send_channel(&client, index, std::slice::from_ref(&alert), &[], "test")
-                .await;
+            let results = match http(channel, index) {
+                Ok(client) => {
+                    self.send_channel(&client, index, std::slice::from_ref(&alert), &[], "test")
+                        .await
+                }
+                Err(err) => vec![Err(err)],
+            };
             let error = results
                 .into_iter()
                 .find_map(Result::err)

@@ -111,6 +111,9 @@ pub enum Channel {
         /// Name shown in `chainfleet alerts test`; default: the type and index.
         #[serde(default)]
         name: Option<String>,
+        /// PEM file of extra CAs to trust for an `https` URL (a private CA).
+        #[serde(default)]
+        ca_file: Option<String>,
     },
     /// A Slack-compatible incoming webhook: POSTs `{"text": ...}`.
     Slack {
@@ -119,6 +122,9 @@ pub enum Channel {
         /// Name shown in `chainfleet alerts test`.
         #[serde(default)]
         name: Option<String>,
+        /// PEM file of extra CAs to trust for an `https` URL (a private CA).
+        #[serde(default)]
+        ca_file: Option<String>,
     },
     /// Prometheus Alertmanager: POSTs to its `/api/v2/alerts`.
     Alertmanager {
@@ -127,6 +133,9 @@ pub enum Channel {
         /// Name shown in `chainfleet alerts test`.
         #[serde(default)]
         name: Option<String>,
+        /// PEM file of extra CAs to trust for an `https` URL (a private CA).
+        #[serde(default)]
+        ca_file: Option<String>,
     },
 }
 
@@ -137,6 +146,15 @@ impl Channel {
             Channel::Webhook { url, .. }
             | Channel::Slack { url, .. }
             | Channel::Alertmanager { url, .. } => url,
+        }
+    }
+
+    /// The extra CAs to trust for this channel's `https` URL, if any.
+    pub fn ca_file(&self) -> Option<&str> {
+        match self {
+            Channel::Webhook { ca_file, .. }
+            | Channel::Slack { ca_file, .. }
+            | Channel::Alertmanager { ca_file, .. } => ca_file.as_deref(),
         }
     }
 

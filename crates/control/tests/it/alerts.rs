@@ -23,53 +23,37 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
+        Receiver::start_with(None).await
+    }
+
+    /// A receiver that speaks HTTPS with `tls` (its URL names `localhost`).
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the webhook receiver");
-        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let port = listener.local_addr().expect("address").port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}/hook"),
+            None => format!("http://127.0.0.1:{port}/hook"),
+        };
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let store = bodies.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
+                let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
                 let store = store.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut buffer = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let body = loop {
-                        let Ok(n) = socket.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(socket) = acceptor.accept(socket).await {
+                                record_one(socket, store).await;
+                            }
                         }
-                        buffer.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buffer).to_string();
-                        let Some(end) = text.find("\r\n\r\n") else {
-                            continue;
-                        };
-                        let length = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if buffer.len() >= end + 4 + length {
-                            break buffer[end + 4..end + 4 + length].to_vec();
-                        }
-                    };
-                    if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                        store.lock().expect("lock").push(value);
+                        None => record_one(socket, store).await,
                     }
-                    let _ = socket
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        )
-                        .await;
                 });
             }
         });
@@ -100,6 +84,46 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Read one POST, keep its JSON body, answer 200.
+async fn record_one<S>(mut socket: S, store: Arc<Mutex<Vec<Value>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let body = loop {
+        let Ok(n) = socket.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buffer).to_string();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length = text[..end]
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        if buffer.len() >= end + 4 + length {
+            break buffer[end + 4..end + 4 + length].to_vec();
+        }
+    };
+    if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+        store.lock().expect("lock").push(value);
+    }
+    let _ = socket
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await;
+    let _ = socket.shutdown().await;
 }
 
 impl Drop for Receiver {
@@ -500,4 +524,74 @@ instances:
         })
         .await;
     fleet.stop().await;
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for `localhost`, and
+/// that certificate as PEM (the CA a channel's `caFile` names).
+fn self_signed() -> (tokio_rustls::TlsAcceptor, String) {
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("self-signed certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("server TLS config");
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        certified.cert.pem(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_channels_check_the_certificate_and_trust_their_ca_file() {
+    use chainfleet_control::notify::Notifier;
+    use chainfleet_spec::alerting::Channel;
+
+    let (acceptor, ca_pem) = self_signed();
+    let receiver = Receiver::start_with(Some(acceptor)).await;
+    let dir = chainfleet_testkit::temp_dir();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("write the CA");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").expect("write");
+    let webhook = |name: &str, ca_file: Option<&std::path::Path>| Channel::Webhook {
+        url: receiver.url.clone(),
+        name: Some(name.into()),
+        ca_file: ca_file.map(|p| p.display().to_string()),
+    };
+    let results = Notifier::new(
+        vec![
+            webhook("trusted", Some(&ca_file)),
+            webhook("untrusted", None),
+            webhook("bad-ca", Some(&garbage)),
+            webhook("missing-ca", Some(&dir.path().join("nope.pem"))),
+        ],
+        "tls-test".into(),
+    )
+    .send_test()
+    .await;
+    let by_name = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.channel == name)
+            .unwrap_or_else(|| panic!("no result for {name}: {results:?}"))
+    };
+    assert!(by_name("trusted").ok, "{results:?}");
+    let received = receiver.bodies.lock().expect("lock").clone();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["kind"], "test");
+    let untrusted = by_name("untrusted");
+    assert!(!untrusted.ok);
+    let error = untrusted.error.clone().unwrap_or_default();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    let bad = by_name("bad-ca").error.clone().unwrap_or_default();
+    assert!(
+        bad.contains("garbage.pem") && bad.contains("no PEM certificate"),
+        "{bad}"
+    );
+    let missing = by_name("missing-ca").error.clone().unwrap_or_default();
+    assert!(missing.contains("nope.pem"), "{missing}");
 }
