@@ -1232,7 +1232,11 @@ impl Controller {
 /// Upstreams as last saved in a state dir, for a gateway running apart from
 /// its control plane. Statuses are those of the control plane's last probe round.
 pub fn read_upstreams(state_dir: &Path) -> Result<UpstreamSnapshot, ControlError> {
-    let store = Store::open(&state_dir.join("state.db"))?;
+    upstreams_in(&Store::open(&state_dir.join("state.db"))?)
+}
+
+/// The upstreams recorded in an open store (for readers that poll it).
+pub fn upstreams_in(store: &Store) -> Result<UpstreamSnapshot, ControlError> {
     let statuses: HashMap<String, NodeStatus> = store
         .statuses()?
         .into_iter()

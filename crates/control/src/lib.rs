@@ -13,7 +13,7 @@ pub mod store;
 
 use serde::{Deserialize, Serialize};
 
-pub use controller::{read_upstreams, ApplySummary, Controller, ControllerOptions};
+pub use controller::{read_upstreams, upstreams_in, ApplySummary, Controller, ControllerOptions};
 pub use store::Event;
 
 /// Errors of the control plane.
@@ -159,7 +159,7 @@ pub struct FleetSnapshot {
 
 /// Where the gateway reaches one node, with its status. Holds RPC
 /// credentials: it is deliberately not serializable, and its `Debug` redacts them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// The node's status from the same probe round.
     pub status: NodeStatus,
@@ -170,7 +170,7 @@ pub struct Upstream {
 }
 
 /// Every node's upstream, published once per probe round for the gateway.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpstreamSnapshot {
     /// When it was computed (Unix ms).
     pub generated_ms: i64,

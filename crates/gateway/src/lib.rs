@@ -331,8 +331,11 @@ pub fn watch_manifest(
 }
 
 /// For a standalone gateway: follow the upstreams and manifest that a control
-/// plane keeps in `state_dir`, polling every `every`.
+/// plane keeps in `state_dir`, polling every `every` on one open connection and
+/// publishing only what changed.
 pub fn watch_state_dir(state_dir: &Path, every: Duration) -> Result<Feeds, GatewayError> {
+    use chainfleet_control::store::Store;
+
     let db = state_dir.join("state.db");
     if !db.exists() {
         return Err(GatewayError::Invalid(format!(
@@ -341,36 +344,44 @@ pub fn watch_state_dir(state_dir: &Path, every: Duration) -> Result<Feeds, Gatew
             state_dir.display()
         )));
     }
-    let first = chainfleet_control::read_upstreams(state_dir)?;
-    let (tx, rx) = watch::channel(Arc::new(first));
-    let dir = state_dir.to_path_buf();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            if tx.is_closed() {
+    let store = Store::open(&db)?;
+    let mut upstreams = chainfleet_control::upstreams_in(&store)?;
+    let mut manifest = store.meta("manifest")?;
+    let initial = manifest
+        .as_deref()
+        .and_then(access_from_manifest)
+        .unwrap_or_default();
+    let (upstreams_tx, upstreams_rx) = watch::channel(Arc::new(upstreams.clone()));
+    let (access_tx, access_rx) = watch::channel(Arc::new(initial));
+    let spawned = std::thread::Builder::new()
+        .name("gateway-state".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            if upstreams_tx.is_closed() && access_tx.is_closed() {
                 return;
             }
-            let dir = dir.clone();
-            match tokio::task::spawn_blocking(move || chainfleet_control::read_upstreams(&dir))
-                .await
-            {
-                Ok(Ok(snapshot)) => {
-                    let _ = tx.send(Arc::new(snapshot));
+            match chainfleet_control::upstreams_in(&store) {
+                Ok(now) if now != upstreams => {
+                    let _ = upstreams_tx.send(Arc::new(now.clone()));
+                    upstreams = now;
                 }
-                Ok(Err(err)) => tracing::warn!(error = %err, "cannot read upstreams"),
-                Err(err) => tracing::warn!(error = %err, "upstream reader failed"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot read upstreams"),
             }
-        }
-    });
-    let manifest_db = db.clone();
-    let access = watch_manifest(
-        move || {
-            chainfleet_control::store::Store::open(&manifest_db)
-                .and_then(|store| store.meta("manifest"))
-                .ok()
-                .flatten()
-        },
-        every,
-    );
-    Ok((rx, access))
+            match store.meta("manifest") {
+                Ok(now) if now != manifest => {
+                    if let Some(map) = now.as_deref().and_then(access_from_manifest) {
+                        let _ = access_tx.send(Arc::new(map));
+                    }
+                    manifest = now;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot read the manifest"),
+            }
+        });
+    spawned.map_err(|source| GatewayError::Io {
+        action: "start the state poller thread".into(),
+        source,
+    })?;
+    Ok((upstreams_rx, access_rx))
 }

@@ -101,6 +101,50 @@ async fn a_real_fleet_is_served_with_its_manifest_policy() {
         denied["error"]["data"]["rule"], "deny: eth_getBalance",
         "{denied}"
     );
+
+    // A standalone gateway (`chainfleet gateway --state-dir`) follows the same
+    // fleet through the state database alone.
+    let (upstreams, access) =
+        chainfleet_gateway::watch_state_dir(controller.state_dir(), Duration::from_millis(200))
+            .expect("state dir feeds");
+    let standalone = Gateway::start(
+        GatewayOptions::new(controller.state_dir()),
+        upstreams,
+        access,
+    )
+    .expect("standalone gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let standalone_url = format!("http://{}/rpc/eth", listener.local_addr().expect("addr"));
+    {
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { standalone.serve(listener, rx).await });
+    }
+    let ask = |method: &str| {
+        http.post(&standalone_url)
+            .bearer_auth(&key)
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}))
+            .send()
+    };
+    let answer: Value = ask("eth_chainId")
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["result"], "0x7a69", "{answer}");
+    let denied: Value = ask("eth_getBalance")
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        denied["error"]["data"]["rule"], "deny: eth_getBalance",
+        "{denied}"
+    );
+
     let _ = stop_tx.send(true);
     let _ = loops.await;
     controller.stop_all().await.expect("stop nodes");
