@@ -61,19 +61,30 @@ pub(crate) fn wants_sse(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
+/// Stored events read from the store at a time.
+const BACKLOG_PAGE: u32 = 1000;
+
 struct Follow {
     controller: Controller,
     receiver: broadcast::Receiver<Event>,
     backlog: VecDeque<Event>,
     last_id: i64,
+    /// The last page read was full: more stored events may follow it.
+    more_stored: bool,
 }
 
 impl Follow {
-    /// Refill the backlog from the store after `last_id`.
+    /// Refill the backlog with the next page of stored events after `last_id`.
     fn refill(&mut self) {
-        match self.controller.events_after(self.last_id, 1000) {
-            Ok(events) => self.backlog.extend(events),
-            Err(err) => tracing::warn!(error = %err, "events stream: cannot read stored events"),
+        match self.controller.events_after(self.last_id, BACKLOG_PAGE) {
+            Ok(events) => {
+                self.more_stored = events.len() >= BACKLOG_PAGE as usize;
+                self.backlog.extend(events);
+            }
+            Err(err) => {
+                self.more_stored = false;
+                tracing::warn!(error = %err, "events stream: cannot read stored events");
+            }
         }
     }
 
@@ -84,6 +95,11 @@ impl Follow {
                     self.last_id = event.id;
                     return event;
                 }
+                continue;
+            }
+            // Page through a long backlog before waiting for new events.
+            if self.more_stored {
+                self.refill();
                 continue;
             }
             match self.receiver.recv().await {
@@ -118,6 +134,7 @@ pub(crate) fn event_stream(controller: Controller, after: i64, headers: &HeaderM
         receiver,
         backlog: VecDeque::new(),
         last_id: after,
+        more_stored: false,
     };
     follow.refill();
     Sse::new(stream(follow))

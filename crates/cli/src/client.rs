@@ -109,6 +109,63 @@ impl ApiClient {
             .await
     }
 
+    /// Follow events after `after` as server-sent events, calling `on_event`
+    /// for each. When the control plane goes away it reconnects every second
+    /// and resumes after the last event seen; it returns only on an error
+    /// from `on_event` or a refused request.
+    pub async fn follow_events(
+        &self,
+        mut after: i64,
+        mut on_event: impl FnMut(&Event) -> Result<()>,
+    ) -> Result<()> {
+        let mut away = false;
+        loop {
+            let request = self
+                .http
+                .get(format!("{}/v1/events?after={after}", self.base))
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                // A stream, not a request: no overall deadline.
+                .timeout(Duration::from_secs(365 * 24 * 3600));
+            let response = if away {
+                request
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            } else {
+                Some(self.send(request, "follow events").await?)
+            };
+            if let Some(mut response) = response {
+                if away {
+                    eprintln!("chainfleet: reconnected to {}", self.base);
+                    away = false;
+                }
+                let mut frames = SseFrames::default();
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    for data in frames.push(&chunk)? {
+                        match serde_json::from_str::<Event>(&data) {
+                            Ok(event) => {
+                                after = after.max(event.id);
+                                on_event(&event)?;
+                            }
+                            Err(err) => {
+                                eprintln!("chainfleet: skipped an event that does not parse: {err}")
+                            }
+                        }
+                    }
+                }
+            }
+            if !away {
+                eprintln!(
+                    "chainfleet: lost the control plane at {}; reconnecting every second",
+                    self.base
+                );
+                away = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Apply manifest text; returns the summary as JSON.
     pub async fn apply(&self, text: &str, file: &str) -> Result<serde_json::Value> {
         let request = self
@@ -187,4 +244,62 @@ fn encode(segment: &str) -> String {
 /// Whether an error means no control plane answered.
 pub fn is_unreachable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| cause.is::<Unreachable>())
+}
+
+/// Largest server-sent event the CLI buffers.
+const MAX_SSE_FRAME: usize = 16 * 1024 * 1024;
+
+/// Splits a server-sent event stream into the `data` of each event.
+#[derive(Default)]
+struct SseFrames {
+    buffer: Vec<u8>,
+}
+
+impl SseFrames {
+    /// Add bytes; return the data of every event they complete (comments and
+    /// keep-alives carry none).
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>> {
+        self.buffer
+            .extend(bytes.iter().copied().filter(|&b| b != b'\r'));
+        let mut out = Vec::new();
+        while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&frame);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|value| value.strip_prefix(' ').unwrap_or(value))
+                .collect();
+            if !data.is_empty() {
+                out.push(data.join("\n"));
+            }
+        }
+        if self.buffer.len() > MAX_SSE_FRAME {
+            return Err(anyhow!(
+                "the event stream sent a frame over {MAX_SSE_FRAME} bytes"
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_frames_are_split_across_chunks_and_comments_skipped() {
+        let mut frames = SseFrames::default();
+        assert!(frames
+            .push(b": keep-alive\n\nid: 1\nevent: x\ndata: {\"a\"")
+            .expect("ok")
+            .is_empty());
+        let done = frames
+            .push(b":1}\r\n\r\ndata: one\ndata: two\n\n")
+            .expect("ok");
+        assert_eq!(done, vec!["{\"a\":1}".to_string(), "one\ntwo".to_string()]);
+        let mut frames = SseFrames::default();
+        let huge = vec![b'x'; MAX_SSE_FRAME + 1];
+        assert!(frames.push(&huge).is_err());
+    }
 }

@@ -250,21 +250,31 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Events { follow, json, api } => {
             let client = ApiClient::new(&api.api)?;
-            let mut after = 0;
-            loop {
-                for event in client.events(after).await? {
-                    after = after.max(event.id);
-                    if json {
-                        println!("{}", serde_json::to_string(&event)?);
-                    } else {
-                        println!("{}", table::event_line(&event));
+            let print = |event: &chainfleet_control::Event| -> Result<()> {
+                use std::io::Write;
+                let line = if json {
+                    serde_json::to_string(event)?
+                } else {
+                    table::event_line(event)
+                };
+                match writeln!(std::io::stdout().lock(), "{line}") {
+                    // The reader is gone (e.g. `| head`): stop quietly.
+                    Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                        std::process::exit(0)
                     }
+                    other => Ok(other?),
                 }
-                if !follow {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            let mut after = 0;
+            for event in client.events(0).await? {
+                after = after.max(event.id);
+                print(&event)?;
             }
+            if follow {
+                // New events arrive as the control plane records them (SSE).
+                client.follow_events(after, print).await?;
+            }
+            Ok(())
         }
         Command::Down { api, state_dir } => down(&api.api, state_dir).await,
         Command::Gateway(command) => gateway_cmd::run(command).await,

@@ -17,7 +17,11 @@ impl ControlPlane {
 
     /// Start in working directory `cwd`; `state_dir` may be relative to it.
     fn start_in(cwd: &Path, manifest: &Path, state_dir: &Path) -> ControlPlane {
-        let port = chainfleet_testkit::free_port();
+        Self::start_at(cwd, manifest, state_dir, chainfleet_testkit::free_port())
+    }
+
+    /// Start with its API on `port`.
+    fn start_at(cwd: &Path, manifest: &Path, state_dir: &Path, port: u16) -> ControlPlane {
         let log =
             std::fs::File::create(cwd.join(state_dir).with_extension(format!("cp-{port}.log")))
                 .expect("log");
@@ -122,6 +126,30 @@ instances:
     let nodes = first.wait_nodes("two healthy nodes", |n| {
         n.len() == 2 && n.iter().all(|x| x["state"] == "healthy")
     });
+    // A follower of the event stream, kept through the control plane's death.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_chainfleet"))
+        .args(["events", "-f", "--json"])
+        .env("CHAINFLEET_API", &first.api)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start events -f");
+    let followed = {
+        let stdout = follower.stdout.take().expect("follower stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    };
     for field in [
         "name",
         "instance",
@@ -158,7 +186,13 @@ instances:
     let state_str = state.to_string_lossy().to_string();
     assert_eq!(processes_mentioning(&format!("{state_str}/nodes/ltc-0")), 1);
 
-    let second = ControlPlane::start(&manifest, &state);
+    let port = first
+        .api
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("api port");
+    let second = ControlPlane::start_at(Path::new("."), &manifest, &state, port);
     let nodes = second.wait_nodes("re-adopted nodes", |n| {
         n.len() == 2 && n.iter().all(|x| x["state"] == "healthy")
     });
@@ -176,6 +210,26 @@ instances:
     }
     let events = second.cli(&["events"]);
     assert!(String::from_utf8_lossy(&events.stdout).contains("re-adopted running pid"));
+    // The follower reconnected by itself and saw the new control plane's events.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("re-adopted running pid"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match followed.recv_timeout(left) {
+            Ok(line) => {
+                let event: serde_json::Value =
+                    serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+                assert!(event["id"].is_i64(), "{line}");
+                seen.push(line);
+            }
+            Err(_) => panic!("events -f did not follow across the restart; saw {seen:#?}"),
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
 
     let down = second.cli(&["down"]);
     assert!(down.status.success(), "{down:?}");
