@@ -595,3 +595,65 @@ async fn https_channels_check_the_certificate_and_trust_their_ca_file() {
     let missing = by_name("missing-ca").error.clone().unwrap_or_default();
     assert!(missing.contains("nope.pem"), "{missing}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_pages_through_a_long_backlog_without_gaps() {
+    use chainfleet_control::store::Store;
+    use chainfleet_control::{Controller, ControllerOptions};
+
+    let dir = chainfleet_testkit::temp_dir();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    {
+        let store = Store::open(&state.join("state.db")).expect("store");
+        for i in 0..2500 {
+            store
+                .add_event(None, "test", &format!("event {i}"))
+                .expect("add event");
+        }
+    }
+    let controller = Controller::open(
+        ControllerOptions::new(&state),
+        Arc::new(chainfleet_runtime::ProcessRuntime::new()),
+    )
+    .expect("open controller");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the API");
+    let api = listener.local_addr().expect("address");
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let router = chainfleet_api::router(controller.clone(), Arc::new(shutdown));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let mut stream = reqwest::Client::new()
+        .get(format!("http://{api}/v1/events?after=0"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET /v1/events as SSE");
+    let mut ids: Vec<i64> = Vec::new();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids.len() < 2500 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("the stream stopped after {} events", ids.len()))
+            .expect("read the stream")
+            .expect("a chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            if let Some(id) = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id: ")?.parse::<i64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+    }
+    let expected: Vec<i64> = (1..=ids.len() as i64).collect();
+    assert_eq!(ids, expected, "events missing or out of order");
+    server.abort();
+}
