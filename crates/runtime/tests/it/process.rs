@@ -52,7 +52,7 @@ fn start_observe_terminate_and_reap() {
     let spec = shell_node(
         dir.path(),
         "n0",
-        "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done",
+        "trap 'echo bye; exit 0' TERM; echo started; while :; do sleep 0.05; done",
     );
     let handle = runtime.start(&spec).expect("start");
     assert_eq!(runtime.observe(&handle), Liveness::Running);
