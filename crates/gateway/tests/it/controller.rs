@@ -38,21 +38,12 @@ async fn a_real_fleet_is_served_with_its_manifest_policy() {
             Duration::from_millis(200),
         )
     };
-    let gateway = Gateway::start(
-        GatewayOptions::new(controller.state_dir()),
-        controller.upstreams(),
-        access,
+    let (gateway, url) = serve(
+        controller.state_dir(),
+        (controller.upstreams(), access),
+        stop_rx.clone(),
     )
-    .expect("gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/rpc/eth", listener.local_addr().expect("addr"));
-    {
-        let gateway = gateway.clone();
-        let rx = stop_rx.clone();
-        tokio::spawn(async move { gateway.serve(listener, rx).await });
-    }
+    .await;
     let key = KeyStore::open(controller.state_dir())
         .expect("keys")
         .create(
@@ -107,20 +98,8 @@ async fn a_real_fleet_is_served_with_its_manifest_policy() {
     let (upstreams, access) =
         chainfleet_gateway::watch_state_dir(controller.state_dir(), Duration::from_millis(200))
             .expect("state dir feeds");
-    let standalone = Gateway::start(
-        GatewayOptions::new(controller.state_dir()),
-        upstreams,
-        access,
-    )
-    .expect("standalone gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let standalone_url = format!("http://{}/rpc/eth", listener.local_addr().expect("addr"));
-    {
-        let rx = stop_rx.clone();
-        tokio::spawn(async move { standalone.serve(listener, rx).await });
-    }
+    let (_standalone, standalone_url) =
+        serve(controller.state_dir(), (upstreams, access), stop_rx.clone()).await;
     let ask = |method: &str| {
         http.post(&standalone_url)
             .bearer_auth(&key)
@@ -148,4 +127,23 @@ async fn a_real_fleet_is_served_with_its_manifest_policy() {
     let _ = stop_tx.send(true);
     let _ = loops.await;
     controller.stop_all().await.expect("stop nodes");
+}
+
+/// Start a gateway on `feeds` and serve it on a free port; returns it and its `/rpc/eth` URL.
+async fn serve(
+    state_dir: &std::path::Path,
+    feeds: chainfleet_gateway::Feeds,
+    stop: watch::Receiver<bool>,
+) -> (Gateway, String) {
+    let gateway =
+        Gateway::start(GatewayOptions::new(state_dir), feeds.0, feeds.1).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/rpc/eth", listener.local_addr().expect("addr"));
+    {
+        let gateway = gateway.clone();
+        tokio::spawn(async move { gateway.serve(listener, stop).await });
+    }
+    (gateway, url)
 }
