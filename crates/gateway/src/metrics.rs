@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -65,6 +66,8 @@ pub struct Metrics {
     pub retries: Family<InstanceLabels, Counter>,
     /// WebSocket sessions opened.
     pub ws_sessions: Family<InstanceLabels, Counter>,
+    /// WebSocket sessions open now.
+    pub ws_open: Family<InstanceLabels, Gauge>,
     /// WebSocket sessions moved to another replica.
     pub ws_failovers: Family<InstanceLabels, Counter>,
 }
@@ -82,6 +85,7 @@ impl Default for Metrics {
         let coalesced = Family::<InstanceLabels, Counter>::default();
         let retries = Family::<InstanceLabels, Counter>::default();
         let ws_sessions = Family::<InstanceLabels, Counter>::default();
+        let ws_open = Family::<InstanceLabels, Gauge>::default();
         let ws_failovers = Family::<InstanceLabels, Counter>::default();
         registry.register(
             "calls",
@@ -123,6 +127,7 @@ impl Default for Metrics {
             "WebSocket sessions opened",
             ws_sessions.clone(),
         );
+        registry.register("ws_open", "WebSocket sessions open now", ws_open.clone());
         registry.register(
             "ws_failovers",
             "WebSocket sessions moved to another replica, subscriptions reopened",
@@ -138,6 +143,7 @@ impl Default for Metrics {
             coalesced,
             retries,
             ws_sessions,
+            ws_open,
             ws_failovers,
         }
     }

@@ -133,8 +133,17 @@ pub(crate) async fn upgrade(
             subscriptions: HashMap::new(),
             _inflight: inflight,
         };
-        Metrics::inc(&session.inner.metrics.ws_sessions, &session.route.name);
+        let metrics = &session.inner.metrics;
+        Metrics::inc(&metrics.ws_sessions, &session.route.name);
+        let open = metrics
+            .ws_open
+            .get_or_create(&crate::metrics::InstanceLabels {
+                instance: session.route.name.clone(),
+            })
+            .clone();
+        open.inc();
         session.run(client, socket).await;
+        open.dec();
     });
     Ok(response)
 }

@@ -168,6 +168,11 @@ async fn websocket_calls_are_judged_and_subscriptions_survive_a_replica_kill() {
             .await,
         1.0
     );
+    assert_eq!(
+        gw.metric("chainfleet_gateway_ws_open{instance=\"eth\"}")
+            .await,
+        1.0
+    );
 
     // Unsubscribing with the client's id closes it on the new replica.
     let answer = ask(&mut ws, call(9, "eth_unsubscribe", json!([subscription]))).await;
@@ -224,6 +229,15 @@ async fn an_unhealthy_replica_loses_its_sessions_and_revocation_closes_them() {
         "revocation took {:?}",
         revoked.elapsed()
     );
+    // The session is gone from the open-sessions gauge.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.metric("chainfleet_gateway_ws_open{").await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed session still counts as open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
