@@ -449,6 +449,51 @@ fn shipped_rules_pass_promtool_check_and_unit_tests() {
     promtool(&["test", "rules", "chainfleet-rules.test.yml"]);
 }
 
+/// Every query of the shipped Grafana dashboard is valid PromQL: each becomes
+/// a recording rule that `promtool check rules` parses.
+#[test]
+fn shipped_dashboard_queries_are_valid_promql() {
+    let path = rules_dir().join("../grafana/chainfleet-fleet.json");
+    let text = std::fs::read_to_string(&path).expect("read the dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_string))
+        .collect();
+    assert!(exprs.len() >= 20, "only {} queries found", exprs.len());
+    assert!(
+        exprs.iter().any(|e| e.contains("chainfleet_gateway_")),
+        "no gateway panel"
+    );
+    // Grafana fills $instance in; any regex stands in for it here.
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, expr)| {
+            serde_json::json!({"record": format!("dashboard:query_{i}"), "expr": expr.replace("$instance", ".+")})
+        })
+        .collect();
+    let file = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    let dir = chainfleet_testkit::temp_dir();
+    let rules_file = dir.path().join("dashboard-rules.yml");
+    // JSON is YAML, which promtool reads.
+    std::fs::write(&rules_file, file.to_string()).expect("write the rules");
+    let output = std::process::Command::new(chainfleet_testkit::require_binary("promtool"))
+        .args(["check", "rules"])
+        .arg(&rules_file)
+        .output()
+        .expect("run promtool");
+    assert!(
+        output.status.success(),
+        "a dashboard query is not valid PromQL:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_restarted_from_an_empty_data_dir_lags_then_recovers() {
     let fleet = TestFleet::start(
