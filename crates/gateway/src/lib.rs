@@ -83,7 +83,7 @@ pub struct GatewayOptions {
     pub header_read_timeout: Duration,
     /// How long a client may take to send its body.
     pub body_read_timeout: Duration,
-    /// Most open client connections; more are closed at once.
+    /// Most open client connections, WebSocket sessions included; more are closed at once.
     pub max_connections: usize,
     /// Most requests to nodes at once.
     pub max_inflight: usize,
@@ -142,6 +142,8 @@ pub(crate) struct Inner {
     metrics: Metrics,
     client: Client<HttpConnector, Full<Bytes>>,
     permits: Semaphore,
+    /// Client connections, WebSocket sessions included (`max_connections`).
+    connections: Arc<Semaphore>,
     queued: AtomicUsize,
     clock: Instant,
     rotate: AtomicUsize,
@@ -186,6 +188,7 @@ impl Gateway {
             usize::try_from(options.cache_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         let inner = Arc::new(Inner {
             permits: Semaphore::new(options.max_inflight.max(1)),
+            connections: Arc::new(Semaphore::new(options.max_connections.max(1))),
             options,
             routes: RwLock::new(Arc::new(Routes::default())),
             node_states: Mutex::new(HashMap::new()),

@@ -97,9 +97,6 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(
-        inner.options.max_connections.max(1),
-    ));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -119,7 +116,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let Ok(permit) = inner.connections.clone().try_acquire_owned() else {
             tracing::warn!(peer = %peer, "connection limit reached; connection closed");
             continue;
         };

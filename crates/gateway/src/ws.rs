@@ -92,6 +92,19 @@ pub(crate) async fn upgrade(
         ));
     };
     let accept = derive_accept_key(client_key.as_bytes());
+    // The session outlives this HTTP connection's slot: it takes its own.
+    let Ok(connection) = inner.connections.clone().try_acquire_owned() else {
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::OVERLOADED,
+            "overloaded",
+            format!(
+                "the gateway already holds {} connections and WebSocket sessions; retry later",
+                inner.options.max_connections
+            ),
+        )
+        .retry_after(1));
+    };
     let (node, socket) = connect_any(&inner, &route, protocol, None).await?;
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -132,6 +145,7 @@ pub(crate) async fn upgrade(
             batches: HashMap::new(),
             subscriptions: HashMap::new(),
             _inflight: inflight,
+            _connection: connection,
         };
         let metrics = &session.inner.metrics;
         Metrics::inc(&metrics.ws_sessions, &session.route.name);
@@ -325,6 +339,8 @@ struct Session {
     subscriptions: HashMap<u64, Subscription>,
     /// Counts the session against the key's concurrency limit.
     _inflight: InflightGuard,
+    /// Counts the session against the gateway's connection limit.
+    _connection: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// What the session loop reacts to.

@@ -343,3 +343,39 @@ async fn websocket_bad_input_gets_clear_errors() {
     assert_eq!(answer["error"]["code"], -32005, "{answer}");
     assert_eq!(answer["id"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_sessions_count_against_the_connection_limit() {
+    let node = chainfleet_testkit::anvil().await;
+    // Two slots: one session, plus the HTTP connection that asks for another.
+    let gw = TestGateway::start_with(
+        vec![upstream("eth", 0, Chain::Ethereum, &node)],
+        access("eth", rules(&["read"], &[])),
+        |options| options.max_connections = 2,
+    )
+    .await;
+    let key = gw.read_key("eth");
+    let mut first = open(&gw, "/rpc/eth", Some(&key))
+        .await
+        .expect("first session");
+    let answer = ask(&mut first, call(1, "eth_chainId", json!([]))).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+    match open(&gw, "/rpc/eth", Some(&key)).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("expected 503 with every slot taken, got {other:?}"),
+    }
+    // Closing the first session frees its slot.
+    first.close(None).await.expect("close");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut second = loop {
+        match open(&gw, "/rpc/eth", Some(&key)).await {
+            Ok(session) => break session,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "the slot never came back: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let answer = ask(&mut second, call(2, "eth_chainId", json!([]))).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+}
