@@ -2,7 +2,8 @@
 //! hash in the state dir's `gateway.db`, listed and revoked by id.
 //!
 //! Every change bumps a version counter; running gateways poll it and
-//! reload, so a revocation takes effect within the poll interval.
+//! reload, so a revocation takes effect within the poll interval (at once
+//! for gateways in the process that made the change).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,31 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::GatewayError;
+
+/// Key writes made in this process, so gateways here reload at once
+/// instead of at their next poll (other processes are seen by polling).
+static WRITES: (std::sync::Mutex<u64>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// Wake this process's gateways: a key was created or revoked.
+fn written() {
+    let (count, changed) = &WRITES;
+    let mut count = count
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    *count += 1;
+    changed.notify_all();
+}
+
+/// Wait up to `limit` for a key write in this process.
+pub(crate) fn wait_for_write(limit: Duration) {
+    let (count, changed) = &WRITES;
+    let guard = count
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let seen = *guard;
+    let _ = changed.wait_timeout_while(guard, limit, |now| *now == seen);
+}
 
 /// What every key starts with, so keys are easy to spot in leaked text.
 pub const KEY_PREFIX: &str = "cfk_";
@@ -252,6 +278,7 @@ impl KeyStore {
         tx.execute("UPDATE version SET value = value + 1 WHERE id = 0", [])
             .map_err(db("bump the key version"))?;
         tx.commit().map_err(db("commit the key"))?;
+        written();
         Ok(CreatedKey { key, info })
     }
 
@@ -308,6 +335,7 @@ impl KeyStore {
         tx.execute("UPDATE version SET value = value + 1 WHERE id = 0", [])
             .map_err(db("bump the key version"))?;
         tx.commit().map_err(db("commit the revocation"))?;
+        written();
         Ok(changed > 0)
     }
 

@@ -270,7 +270,7 @@ fn spawn_key_poller(inner: Weak<Inner>, store: KeyStore, mut version: i64) {
                 Some(inner) => inner.options.key_poll,
                 None => return,
             };
-            std::thread::sleep(every);
+            keys::wait_for_write(every);
             let Some(inner) = inner.upgrade() else { return };
             match store.version() {
                 Ok(now) if now != version => match routes::reload_keys(&inner, &store) {

@@ -127,3 +127,49 @@ async fn immutable_answers_are_cached_and_latest_never_is() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_written_in_this_process_work_without_waiting_for_the_poll() {
+    use chainfleet_gateway::keys::{KeyStore, NewKey};
+    use std::time::Duration;
+
+    let node = chainfleet_testkit::anvil().await;
+    // A poll so slow that only the in-process signal can explain a quick reload.
+    let gw = TestGateway::start_with(
+        vec![upstream("eth", 0, Chain::Ethereum, &node)],
+        access("eth", rules(&["read"], &[])),
+        |options| options.key_poll = Duration::from_secs(60),
+    )
+    .await;
+    let mut store = KeyStore::open(gw.dir.path()).expect("key store");
+    let created = store
+        .create(
+            NewKey {
+                instance: "eth".into(),
+                ..NewKey::default()
+            },
+            |_| true,
+        )
+        .expect("create");
+    assert!(
+        answers_within(&gw, &created.key, 200).await,
+        "a new key was not live within 5 s"
+    );
+    assert!(store.revoke(&created.info.id).expect("revoke"));
+    assert!(
+        answers_within(&gw, &created.key, 401).await,
+        "a revoked key still worked after 5 s"
+    );
+}
+
+/// Whether a call with `key` gets HTTP `status` within 5 s.
+async fn answers_within(gw: &TestGateway, key: &str, status: u16) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if gw.call("eth", key, "eth_chainId", json!([])).await.0 == status {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
