@@ -288,7 +288,7 @@ fn count_upstream_error(inner: &Inner, route: &InstanceRoute, node: &str, kind: 
 enum Waiter {
     /// A single call; the client's raw id.
     Single(Option<String>),
-    /// Element `index` of batch `batch`.
+    /// Slot `index` of batch `batch`'s answer list.
     InBatch { batch: u64, index: usize },
     /// Opening subscription `subscription` again after a failover.
     Reopen { subscription: u64 },
@@ -515,7 +515,7 @@ impl Session {
         let batch_id = parsed.batch.then(|| self.take_id());
         let mut answers: Vec<(Option<String>, Option<Answer>)> = Vec::with_capacity(count);
         let mut to_send: Vec<(u64, Pending)> = Vec::new();
-        for (index, element) in parsed.elements.into_iter().enumerate() {
+        for element in parsed.elements {
             let call = match element {
                 Element::Invalid { id, reason } => {
                     metrics.call(&instance, "-", &key_id, "invalid");
@@ -594,8 +594,10 @@ impl Session {
                 continue;
             };
             let id = self.take_id();
+            // Its slot in the answer list (notifications take none).
+            let slot = answers.len();
             let waiter = match batch_id {
-                Some(batch) => Waiter::InBatch { batch, index },
+                Some(batch) => Waiter::InBatch { batch, index: slot },
                 None => Waiter::Single(Some(client_id.clone())),
             };
             answers.push((Some(client_id), None));
@@ -613,7 +615,10 @@ impl Session {
             Some(batch) => {
                 let left = to_send.len();
                 if left == 0 {
-                    send_client(client, batch_body(&answers)).await?;
+                    // A batch of notifications only gets no answer at all.
+                    if !answers.is_empty() {
+                        send_client(client, batch_body(&answers)).await?;
+                    }
                 } else {
                     self.batches.insert(batch, Batch { answers, left });
                 }

@@ -142,6 +142,24 @@ async fn websocket_calls_are_judged_and_subscriptions_survive_a_replica_kill() {
     assert_eq!(answer[2]["id"], "three", "{answer}");
     assert_eq!(answer[2]["result"], height, "{answer}");
     assert_eq!(first.rpc("/", "eth_blockNumber", json!([])).await, height);
+    // Notifications in a batch get no slot in its answer; a batch of only
+    // notifications gets no answer at all.
+    let answer = ask(
+        &mut ws,
+        json!([
+            {"jsonrpc": "2.0", "method": "eth_chainId"},
+            call(4, "eth_chainId", json!([])),
+        ]),
+    )
+    .await;
+    assert_eq!(answer.as_array().map(Vec::len), Some(1), "{answer}");
+    assert_eq!(answer[0]["id"], 4, "{answer}");
+    ws.send(Message::text(
+        json!([{"jsonrpc": "2.0", "method": "eth_chainId"}]).to_string(),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(next_json(&mut ws, Duration::from_millis(500)).await, None);
 
     let answer = ask(&mut ws, call(8, "eth_subscribe", json!(["newHeads"]))).await;
     let subscription = answer["result"].clone();
