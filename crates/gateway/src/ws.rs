@@ -302,6 +302,8 @@ struct Pending {
     read: bool,
     /// For an unsubscribe: the subscription it closes.
     closes: Option<u64>,
+    /// When it was last sent to a node.
+    sent: Instant,
 }
 
 /// A batch sent over WebSocket, answered as one list when complete.
@@ -399,12 +401,13 @@ impl Session {
         let _ = client.close(None).await;
     }
 
-    /// Check the key and the replica's health.
+    /// Check the key, calls the node has not answered in time, and the replica's health.
     async fn on_tick(
         &mut self,
         client: &mut ClientSocket,
         node: &mut NodeSocket,
     ) -> Result<(), Close> {
+        self.expire_pending(client).await?;
         let live = self.inner.keys.read().get(&self.key.hash).cloned();
         let Some(key) = live else {
             return Err(Close(CloseCode::Policy, "API key revoked".into()));
@@ -608,6 +611,7 @@ impl Session {
                     call,
                     read,
                     closes,
+                    sent: Instant::now(),
                 },
             ));
         }
@@ -907,13 +911,18 @@ impl Session {
                     },
                     read: true,
                     closes: None,
+                    sent: Instant::now(),
                 },
             );
         }
+        let now = Instant::now();
         let mut resend: Vec<(u64, Bytes)> = self
             .pending
-            .iter()
-            .map(|(&id, p)| (id, jsonrpc::call_body(Some(id), &p.call)))
+            .iter_mut()
+            .map(|(&id, p)| {
+                p.sent = now;
+                (id, jsonrpc::call_body(Some(id), &p.call))
+            })
             .collect();
         resend.sort_by_key(|(id, _)| *id);
         for (_, body) in resend {
@@ -921,6 +930,41 @@ impl Session {
                 // The next read of the socket sees the failure and moves again.
                 break;
             }
+        }
+        Ok(())
+    }
+
+    /// Answer calls the node left unanswered for `upstream_timeout` with an
+    /// error, so a silent node cannot hold a client (or the pending cap) forever.
+    async fn expire_pending(&mut self, client: &mut ClientSocket) -> Result<(), Close> {
+        let limit = self.inner.options.upstream_timeout;
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent.elapsed() >= limit)
+            .map(|(&id, _)| id)
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        count_upstream_error(&self.inner, &self.route, &self.node, "timeout");
+        let message = format!("replica {} did not answer within {limit:?}", self.node);
+        for id in expired {
+            let Some(pending) = self.pending.remove(&id) else {
+                continue;
+            };
+            if let Waiter::Reopen { subscription } = pending.waiter {
+                let client_id = self
+                    .subscriptions
+                    .remove(&subscription)
+                    .map(|sub| sub.client_id)
+                    .unwrap_or_default();
+                return Err(Close(
+                    CloseCode::Error,
+                    format!("subscription {client_id} could not be reopened: {message}"),
+                ));
+            }
+            self.answer_failed(pending, &message, client).await?;
         }
         Ok(())
     }

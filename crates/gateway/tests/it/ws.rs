@@ -397,3 +397,41 @@ async fn websocket_sessions_count_against_the_connection_limit() {
     let answer = ask(&mut second, call(2, "eth_chainId", json!([]))).await;
     assert!(answer.get("result").is_some(), "{answer}");
 }
+
+/// Send `signal` (e.g. `-STOP`) to a daemon with kill(1).
+fn signal(node: &Daemon, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &node.pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {} failed", node.pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_node_never_answers_gets_an_error_after_the_upstream_timeout() {
+    let node = chainfleet_testkit::anvil().await;
+    let gw = TestGateway::start_with(
+        vec![upstream("eth", 0, Chain::Ethereum, &node)],
+        access("eth", rules(&["read"], &[])),
+        |options| options.upstream_timeout = Duration::from_secs(1),
+    )
+    .await;
+    let key = gw.read_key("eth");
+    let mut ws = open(&gw, "/rpc/eth", Some(&key)).await.expect("upgrade");
+    signal(&node, "-STOP");
+    let answer = ask(&mut ws, call(1, "eth_chainId", json!([]))).await;
+    signal(&node, "-CONT");
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert_eq!(answer["error"]["code"], -32011, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not answer within")),
+        "{answer}"
+    );
+    // The node is back: the late answer to the expired call is dropped and
+    // the session goes on.
+    let answer = ask(&mut ws, call(2, "eth_chainId", json!([]))).await;
+    assert_eq!(answer["id"], 2, "{answer}");
+    assert!(answer.get("result").is_some(), "{answer}");
+}
