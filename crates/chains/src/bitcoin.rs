@@ -245,7 +245,16 @@ pub(crate) async fn produce(
         }
         (None, None) => rpc.call(ep, PATH, "generate", json!([1])).await?,
     };
-    let hash = parse_produced(&hashes).map_err(|e| field::locate(e, &ep.url))?;
+    produced(rpc, ep, &hashes).await
+}
+
+/// The block a `generate*` call answered with, and its height.
+async fn produced(
+    rpc: &RpcClient,
+    ep: &Endpoint,
+    hashes: &Value,
+) -> Result<ProducedBlock, ChainError> {
+    let hash = parse_produced(hashes).map_err(|e| field::locate(e, &ep.url))?;
     let header = rpc
         .call(ep, PATH, "getblockheader", json!([hash, true]))
         .await?;
@@ -289,14 +298,7 @@ pub(crate) async fn produce_tagged(
     let hashes = rpc
         .call(ep, PATH, "generatetodescriptor", json!([1, descriptor]))
         .await?;
-    let hash = parse_produced(&hashes).map_err(|e| field::locate(e, &ep.url))?;
-    let header = rpc
-        .call(ep, PATH, "getblockheader", json!([hash, true]))
-        .await?;
-    Ok(ProducedBlock {
-        height: header.get("height").and_then(Value::as_u64),
-        hash,
-    })
+    produced(rpc, ep, &hashes).await
 }
 
 /// The producer epoch of the block at `height`, if its coinbase carries one.
@@ -546,12 +548,9 @@ pub(crate) const SETTLING: &[&str] = &[
     "getrawtransaction",
 ];
 
-/// An explicit block height.
+/// An explicit block height (a JSON integer; `as_u64` takes nothing else).
 fn height(value: &Value) -> Settles {
-    match value {
-        Value::Number(n) => n.as_u64().map_or(Settles::Never, Settles::AtHeight),
-        _ => Settles::Never,
-    }
+    Settles::at(value.as_u64())
 }
 
 /// Whether a verbosity param asks for the raw answer (`default` when absent).

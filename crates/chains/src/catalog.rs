@@ -47,6 +47,11 @@ pub enum Settles {
 }
 
 impl Settles {
+    /// At `height` when there is one; otherwise the answer never settles.
+    pub(crate) fn at(height: Option<u64>) -> Settles {
+        height.map_or(Settles::Never, Settles::AtHeight)
+    }
+
     /// Whether the answer is final when the best height is `best` and the
     /// method's catalog entry asks for `depth` blocks on top.
     pub fn is_final(self, best: Option<u64>, depth: u32) -> bool {

@@ -219,14 +219,14 @@ pub(crate) fn settles(method: &str, params: Option<&Value>, result: &[u8]) -> Se
     match method {
         "block" | "block_results" | "commit" | "consensus_params" | "header" | "validators" => {
             match params.and_then(|p| param(p, 0, "height")) {
-                Some(height) => plain_u64(height).map_or(Settles::Never, Settles::AtHeight),
+                Some(height) => Settles::at(plain_u64(height)),
                 None => Settles::Never,
             }
         }
         "tx" => match serde_json::from_slice::<AtHeight>(result) {
             Ok(AtHeight {
                 height: Some(height),
-            }) => plain_u64(&height).map_or(Settles::Never, Settles::AtHeight),
+            }) => Settles::at(plain_u64(&height)),
             _ => Settles::Never,
         },
         _ => Settles::Never,

@@ -507,17 +507,18 @@ pub(crate) fn settles(method: &str, params: Option<&Value>, result: &[u8]) -> Se
             match serde_json::from_slice::<Mined>(result) {
                 Ok(Mined {
                     block_number: Some(value),
-                }) => number(&value).map_or(Settles::Never, Settles::AtHeight),
+                }) => Settles::at(number(&value)),
                 _ => Settles::Never,
             }
         }
         // Every trace names its block; they are all of one transaction.
         "trace_transaction" => match serde_json::from_slice::<Vec<Mined>>(result) {
-            Ok(traces) if !traces.is_empty() => traces
-                .iter()
-                .map(|t| t.block_number.as_ref().and_then(number))
-                .try_fold(0, |highest: u64, n| n.map(|n| highest.max(n)))
-                .map_or(Settles::Never, Settles::AtHeight),
+            Ok(traces) if !traces.is_empty() => Settles::at(
+                traces
+                    .iter()
+                    .map(|t| t.block_number.as_ref().and_then(number))
+                    .try_fold(0, |highest: u64, n| n.map(|n| highest.max(n))),
+            ),
             _ => Settles::Never,
         },
         // The raw signed transaction: its hash is the hash of these bytes.
@@ -569,10 +570,10 @@ fn block_ref(value: &Value) -> Settles {
         Value::String(text) if is_hash(text) => Settles::Now,
         Value::Object(map) => match (map.get("blockHash"), map.get("blockNumber")) {
             (Some(Value::String(hash)), None) if is_hash(hash) => Settles::Now,
-            (None, Some(n)) => number(n).map_or(Settles::Never, Settles::AtHeight),
+            (None, Some(n)) => Settles::at(number(n)),
             _ => Settles::Never,
         },
-        other => number(other).map_or(Settles::Never, Settles::AtHeight),
+        other => Settles::at(number(other)),
     }
 }
 

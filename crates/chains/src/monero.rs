@@ -290,7 +290,7 @@ pub(crate) fn settles(method: &str, params: Option<&Value>, _result: &[u8]) -> S
     let explicit = |value: Option<&Value>| value.and_then(Value::as_u64);
     match method {
         "on_get_block_hash" => match params.as_array().map(Vec::as_slice) {
-            Some([height]) => explicit(Some(height)).map_or(Settles::Never, Settles::AtHeight),
+            Some([height]) => Settles::at(height.as_u64()),
             _ => Settles::Never,
         },
         // Blocks height .. height + count - 1; a range past the head is cut
@@ -299,9 +299,7 @@ pub(crate) fn settles(method: &str, params: Option<&Value>, _result: &[u8]) -> S
             explicit(params.get("height")),
             explicit(params.get("count")),
         ) {
-            (Some(height), Some(count)) => height
-                .checked_add(count.saturating_sub(1))
-                .map_or(Settles::Never, Settles::AtHeight),
+            (Some(height), Some(count)) => Settles::at(height.checked_add(count.saturating_sub(1))),
             _ => Settles::Never,
         },
         _ => Settles::Never,

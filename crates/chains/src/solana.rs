@@ -223,11 +223,7 @@ pub(crate) const CATALOG: &[MethodInfo] = &[
 pub(crate) fn settles(method: &str, params: Option<&Value>, result: &[u8]) -> Settles {
     // Solana params are positional.
     let arg = |index: usize| params.and_then(Value::as_array).and_then(|l| l.get(index));
-    let slot = |value: Option<&Value>| {
-        value
-            .and_then(Value::as_u64)
-            .map_or(Settles::Never, Settles::AtHeight)
-    };
+    let slot = |value: Option<&Value>| Settles::at(value.and_then(Value::as_u64));
     match method {
         "getBlock" | "getBlockTime" => slot(arg(0)),
         // Without an end slot the list runs to the latest block.

@@ -414,6 +414,15 @@ impl Controller {
         }
     }
 
+    /// Record that `member` stopped producing for `group`, and why.
+    fn record_step_down(&self, group: &GroupRuntime, member: &str, why: &str) {
+        self.record_event(
+            Some(member),
+            "step-down",
+            &format!("group {}: {why}", group.plan.name),
+        );
+    }
+
     async fn step_group(&self, group: &mut GroupRuntime) -> Result<(), ControlError> {
         let ttl = group.ttl();
         let fleet_name = self.fleet_name();
@@ -422,12 +431,11 @@ impl Controller {
             if now.duration_since(held.renewed_at) >= ttl / 2 {
                 let member = held.member.clone();
                 group.drop_lease();
-                self.record_event(
-                    Some(&member),
-                    "step-down",
+                self.record_step_down(
+                    group,
+                    &member,
                     &format!(
-                        "group {}: no lease renewal for {} ms (TTL/2); stopped producing",
-                        group.plan.name,
+                        "no lease renewal for {} ms (TTL/2); stopped producing",
                         ttl.as_millis() / 2
                     ),
                 );
@@ -464,13 +472,10 @@ impl Controller {
                         .store
                         .release(&group.plan.name, &holder, lease)
                         .await?;
-                    self.record_event(
-                        Some(&member),
-                        "step-down",
-                        &format!(
-                            "group {}: epoch {} ends: {reason}",
-                            group.plan.name, lease.epoch
-                        ),
+                    self.record_step_down(
+                        group,
+                        &member,
+                        &format!("epoch {} ends: {reason}", lease.epoch),
                     );
                     return Ok(());
                 }
@@ -512,13 +517,10 @@ impl Controller {
             Ok(false) => {
                 let member = held.member.clone();
                 group.drop_lease();
-                self.record_event(
-                    Some(&member),
-                    "step-down",
-                    &format!(
-                        "group {}: lease of epoch {} was lost",
-                        group.plan.name, lease.epoch
-                    ),
+                self.record_step_down(
+                    group,
+                    &member,
+                    &format!("lease of epoch {} was lost", lease.epoch),
                 );
                 Ok(())
             }

@@ -158,6 +158,29 @@ impl Inner {
     fn next_rotation(&self) -> usize {
         self.rotate.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Count a failed request to `node` of `instance`, by kind.
+    fn count_upstream_error(&self, instance: &str, node: &str, kind: &str) {
+        self.metrics
+            .upstream_errors
+            .get_or_create(&metrics::UpstreamLabels {
+                instance: instance.to_string(),
+                node: node.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Count a failed request to `slot` and feed its circuit breaker;
+    /// returns true when this failure opened the circuit.
+    fn upstream_failed(&self, instance: &str, slot: &routes::Slot, kind: &str) -> bool {
+        self.count_upstream_error(instance, &slot.node, kind);
+        slot.state.failure(
+            self.options.breaker_failures,
+            self.now_ms(),
+            u64::try_from(self.options.breaker_open.as_millis()).unwrap_or(u64::MAX),
+        )
+    }
 }
 
 /// A running gateway. Cheap to clone.

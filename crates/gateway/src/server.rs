@@ -958,20 +958,7 @@ async fn send_with_retry<T>(
             }
             Err(kind) => kind,
         };
-        inner
-            .metrics
-            .upstream_errors
-            .get_or_create(&crate::metrics::UpstreamLabels {
-                instance: route.name.clone(),
-                node: slot.node.clone(),
-                kind: kind.to_string(),
-            })
-            .inc();
-        let opened = slot.state.failure(
-            inner.options.breaker_failures,
-            inner.now_ms(),
-            u64::try_from(inner.options.breaker_open.as_millis()).unwrap_or(u64::MAX),
-        );
+        let opened = inner.upstream_failed(&route.name, slot, kind);
         tracing::warn!(instance = %route.name, node = %slot.node, kind, circuit_opened = opened, retry = idempotent && attempt == 0, "upstream request failed");
         let message = if idempotent {
             format!(

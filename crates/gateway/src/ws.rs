@@ -244,12 +244,7 @@ async fn connect_any(
             }
             Err(err) => {
                 tracing::warn!(instance = %route.name, node = %slot.node, error = %err, "cannot open a WebSocket to the node");
-                count_upstream_error(inner, route, &slot.node, "ws_connect");
-                slot.state.failure(
-                    inner.options.breaker_failures,
-                    inner.now_ms(),
-                    u64::try_from(inner.options.breaker_open.as_millis()).unwrap_or(u64::MAX),
-                );
+                inner.upstream_failed(&route.name, slot, "ws_connect");
                 last = Some(format!("{}: {err}", slot.node));
             }
         }
@@ -270,18 +265,6 @@ async fn connect_any(
         },
     )
     .retry_after(1))
-}
-
-fn count_upstream_error(inner: &Inner, route: &InstanceRoute, node: &str, kind: &str) {
-    inner
-        .metrics
-        .upstream_errors
-        .get_or_create(&crate::metrics::UpstreamLabels {
-            instance: route.name.clone(),
-            node: node.to_string(),
-            kind: kind.to_string(),
-        })
-        .inc();
 }
 
 /// Who is waiting for the answer to a call sent upstream.
@@ -745,18 +728,8 @@ impl Session {
         match pending.waiter {
             Waiter::Reopen { subscription } => {
                 // The new replica refused a subscription the client relies on.
-                let client_id = self
-                    .subscriptions
-                    .remove(&subscription)
-                    .map(|sub| sub.client_id)
-                    .unwrap_or_default();
-                Err(Close(
-                    CloseCode::Error,
-                    format!(
-                        "subscription {client_id} could not be reopened on {}",
-                        self.node
-                    ),
-                ))
+                let detail = format!(" on {}", self.node);
+                Err(self.reopen_failed(subscription, &detail))
             }
             Waiter::Single(client_id) => {
                 self.inner
@@ -845,13 +818,14 @@ impl Session {
         let old = self.node.clone();
         tracing::warn!(instance = %self.route.name, node = %old, why, subscriptions = self.subscriptions.len(), pending = self.pending.len(), "WebSocket session moves to another replica");
         if failed {
-            count_upstream_error(&self.inner, &self.route, &old, "ws_closed");
-            if let Some(slot) = self.route.slots.iter().find(|slot| slot.node == old) {
-                slot.state.failure(
-                    self.inner.options.breaker_failures,
-                    self.inner.now_ms(),
-                    u64::try_from(self.inner.options.breaker_open.as_millis()).unwrap_or(u64::MAX),
-                );
+            match self.route.slots.iter().find(|slot| slot.node == old) {
+                Some(slot) => {
+                    self.inner
+                        .upstream_failed(&self.route.name, slot, "ws_closed");
+                }
+                None => self
+                    .inner
+                    .count_upstream_error(&self.route.name, &old, "ws_closed"),
             }
         }
         let _ = node.close(None).await;
@@ -947,26 +921,33 @@ impl Session {
         if expired.is_empty() {
             return Ok(());
         }
-        count_upstream_error(&self.inner, &self.route, &self.node, "timeout");
+        self.inner
+            .count_upstream_error(&self.route.name, &self.node, "timeout");
         let message = format!("replica {} did not answer within {limit:?}", self.node);
         for id in expired {
             let Some(pending) = self.pending.remove(&id) else {
                 continue;
             };
             if let Waiter::Reopen { subscription } = pending.waiter {
-                let client_id = self
-                    .subscriptions
-                    .remove(&subscription)
-                    .map(|sub| sub.client_id)
-                    .unwrap_or_default();
-                return Err(Close(
-                    CloseCode::Error,
-                    format!("subscription {client_id} could not be reopened: {message}"),
-                ));
+                return Err(self.reopen_failed(subscription, &format!(": {message}")));
             }
             self.answer_failed(pending, &message, client).await?;
         }
         Ok(())
+    }
+
+    /// Forget a subscription that could not be opened again, and close the
+    /// session: the client would otherwise wait for notifications that never come.
+    fn reopen_failed(&mut self, subscription: u64, detail: &str) -> Close {
+        let client_id = self
+            .subscriptions
+            .remove(&subscription)
+            .map(|sub| sub.client_id)
+            .unwrap_or_default();
+        Close(
+            CloseCode::Error,
+            format!("subscription {client_id} could not be reopened{detail}"),
+        )
     }
 
     /// Answer every pending call with an error (no replica is left).

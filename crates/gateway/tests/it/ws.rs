@@ -230,6 +230,11 @@ async fn an_unhealthy_replica_loses_its_sessions_and_revocation_closes_them() {
     let (note, _) = notified_of_block(&mut ws, &second).await;
     assert_eq!(note["params"]["subscription"], subscription);
 
+    assert_eq!(
+        gw.metric("chainfleet_gateway_ws_open{").await,
+        1.0,
+        "the session counts as open"
+    );
     gw.revoke(&key_id);
     let revoked = Instant::now();
     let frame = loop {
